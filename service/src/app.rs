@@ -1,0 +1,171 @@
+//! Wiring: builds every long-lived part once (pools, keys, token service, metrics) into an
+//! `AppState`, prepares the database, and serves with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+
+use crate::auth::tokens::TokenService;
+use crate::config::Settings;
+use crate::crypto::{self, KeyRing};
+use crate::kyc::ports::RequestStore;
+use crate::metrics::Metrics;
+use crate::store::clients::ActiveClients;
+use crate::store::redis::RedisStore;
+use crate::store::requests::PgRequestStore;
+use crate::store::{self, clients};
+
+/// The demo client of the seed's section 3.1, created in dev mode only.
+pub const DEV_CLIENT_ID: &str = "kyc-client";
+pub const DEV_CLIENT_SECRET: &str = "kyc-client-secret";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot reach PostgreSQL at {0}: {1}")]
+    Database(String, String),
+    #[error("migrations failed: {0}")]
+    Migrations(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Everything a handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub db: PgPool,
+    pub redis: Arc<RedisStore>,
+    pub tokens: Arc<TokenService>,
+    pub keys: Arc<KeyRing>,
+    pub metrics: Arc<Metrics>,
+    pub requests: Arc<dyn RequestStore>,
+    pub active_clients: Arc<ActiveClients>,
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Builds the state without touching the network: pools connect lazily.
+    ///
+    /// # Errors
+    /// When the signing key or Redis settings cannot be used.
+    pub fn new(settings: Settings) -> Result<Self, StartError> {
+        let db = store::pool(&settings.database, settings.http.request_timeout);
+        let redis =
+            RedisStore::new(&settings.redis).map_err(|e| StartError::Setup(e.to_string()))?;
+        let tokens =
+            TokenService::new(&settings.security).map_err(|e| StartError::Setup(e.to_string()))?;
+        let sec = &settings.security;
+        let keys = Arc::new(KeyRing::new(
+            &sec.encryption_key,
+            &sec.previous_encryption_keys,
+            sec.blind_index_key.as_ref(),
+        ));
+        let metrics = Arc::new(Metrics::new());
+        let requests: Arc<dyn RequestStore> = Arc::new(PgRequestStore::new(
+            db.clone(),
+            keys.clone(),
+            metrics.clone(),
+        ));
+        Ok(Self {
+            settings: Arc::new(settings),
+            db,
+            redis: Arc::new(redis),
+            tokens: Arc::new(tokens),
+            keys,
+            metrics,
+            requests,
+            active_clients: Arc::new(ActiveClients::new(Duration::from_secs(10))),
+            started: Instant::now(),
+        })
+    }
+
+    /// Applies migrations, seeds the dev client in dev mode, and warms the Redis pool.
+    ///
+    /// # Errors
+    /// When PostgreSQL cannot be reached or a migration fails.
+    pub async fn prepare(&self) -> Result<(), StartError> {
+        let db = &self.settings.database;
+        let target = format!("{}:{}/{}", db.host, db.port, db.dbname);
+        sqlx::query("SELECT 1")
+            .execute(&self.db)
+            .await
+            .map_err(|e| StartError::Database(target, e.to_string()))?;
+        store::migrate(&self.db)
+            .await
+            .map_err(|e| StartError::Migrations(e.to_string()))?;
+        if self.settings.dev_mode {
+            let hash = tokio::task::spawn_blocking(|| crypto::hash_secret(DEV_CLIENT_SECRET))
+                .await
+                .map_err(|e| StartError::Setup(e.to_string()))?
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            let scopes = ["kyc:read".to_owned(), "kyc:write".to_owned()];
+            if clients::create_if_absent(
+                &self.db,
+                DEV_CLIENT_ID,
+                "seed demo client (dev mode)",
+                &hash,
+                &scopes,
+            )
+            .await
+            .map_err(|e| StartError::Setup(e.to_string()))?
+            {
+                tracing::warn!(
+                    client_id = DEV_CLIENT_ID,
+                    "dev mode: created the demo client with the seed's secret"
+                );
+            }
+        }
+        self.redis.warm_up().await;
+        Ok(())
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests for at
+/// most `http.shutdown_timeout`.
+///
+/// # Errors
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let grace = state.settings.http.shutdown_timeout;
+    let app = crate::http::router(state);
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining in-flight requests");
+        let _ = tx.send(());
+    });
+    let mut server = std::pin::pin!(server.into_future());
+    tokio::select! {
+        r = &mut server => r,
+        () = async { let _ = rx.await; tokio::time::sleep(grace).await; } => {
+            tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

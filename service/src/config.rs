@@ -1,0 +1,786 @@
+//! Settings: the seed's `config.yaml` plus `KYC__SECTION__KEY` environment overrides, validated once
+//! at start-up into typed values. Nothing else in the service reads the environment.
+//!
+//! Keys the seed does not name have defaults, so the seed's file loads unchanged.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+/// The secrets printed in the seed. They are accepted in dev mode only.
+const PLACEHOLDER_SECRETS: [&str; 2] = [
+    "your-secret-key-here-must-be-32-bytes-long",
+    "your-encryption-key-here-32-bytes",
+];
+
+/// A configuration problem, reported as one line naming the key and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn err(key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file's shape. Field names follow the seed exactly.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    port: u16,
+    #[serde(default = "default_host")]
+    host: String,
+    gin_mode: String,
+    log_level: String,
+    #[serde(default)]
+    log: RawLog,
+    database: RawDatabase,
+    redis: RawRedis,
+    security: RawSecurity,
+    third_party: RawThirdParty,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+fn default_host() -> String {
+    "0.0.0.0".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    dir: String,
+    file: String,
+    max_size_mb: u64,
+    max_files: usize,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            dir: "logs".into(),
+            file: "kyc-service.log".into(),
+            max_size_mb: 100,
+            max_files: 7,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    dbname: String,
+    sslmode: String,
+    max_open_conns: u32,
+    max_idle_conns: u32,
+    #[serde(default = "default_acquire_timeout")]
+    acquire_timeout: String,
+}
+
+fn default_acquire_timeout() -> String {
+    "3s".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    host: String,
+    port: u16,
+    password: String,
+    db: u32,
+    pool_size: usize,
+    min_idle_conns: usize,
+    max_retries: u32,
+    dial_timeout: String,
+    read_timeout: String,
+    write_timeout: String,
+    #[serde(default = "default_key_prefix")]
+    key_prefix: String,
+}
+
+fn default_key_prefix() -> String {
+    "kyc:".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    jwt_secret: String,
+    jwt_expiration: String,
+    encryption_key: String,
+    rate_limit_per_second: u32,
+    rate_limit_burst: u32,
+    #[serde(default = "default_issuer")]
+    jwt_issuer: String,
+    #[serde(default = "default_audience")]
+    jwt_audience: String,
+    #[serde(default = "default_algorithm")]
+    jwt_algorithm: String,
+    #[serde(default)]
+    jwt_private_key_file: Option<String>,
+    #[serde(default = "default_leeway")]
+    jwt_leeway: String,
+    #[serde(default = "default_refresh_expiration")]
+    refresh_expiration: String,
+    #[serde(default)]
+    previous_encryption_keys: Vec<String>,
+    #[serde(default)]
+    blind_index_key: Option<String>,
+    #[serde(default = "default_true")]
+    rate_limit_fail_open: bool,
+}
+
+fn default_issuer() -> String {
+    "kyc-service".into()
+}
+fn default_audience() -> String {
+    "kyc-api".into()
+}
+fn default_algorithm() -> String {
+    "HS256".into()
+}
+fn default_leeway() -> String {
+    "60s".into()
+}
+fn default_refresh_expiration() -> String {
+    "720h".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThirdParty {
+    ocr_service: RawVendor,
+    face_service: RawVendor,
+    liveness_service: RawVendor,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVendor {
+    url: String,
+    api_key: String,
+    timeout: u64,
+    retry_count: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHttp {
+    json_body_limit: usize,
+    upload_body_limit: usize,
+    request_timeout: String,
+    shutdown_timeout: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            json_body_limit: 64 * 1024,
+            upload_body_limit: 10 * 1024 * 1024,
+            request_timeout: "30s".into(),
+            shutdown_timeout: "20s".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The validated, typed settings the service runs on.
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    /// `gin_mode: debug`: seeds the demo client and tolerates the seed's placeholder secrets.
+    pub dev_mode: bool,
+    pub log_level: String,
+    pub log: LogSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub security: SecuritySettings,
+    pub third_party: ThirdPartySettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub dir: PathBuf,
+    pub file: String,
+    pub max_bytes: u64,
+    pub max_files: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: SecretString,
+    pub dbname: String,
+    pub sslmode: SslMode,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub host: String,
+    pub port: u16,
+    pub password: SecretString,
+    pub db: u32,
+    pub pool_size: usize,
+    pub min_idle_conns: usize,
+    pub max_retries: u32,
+    pub dial_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub key_prefix: String,
+}
+
+impl RedisSettings {
+    /// The connection URL. It may hold the password, so it is itself a secret.
+    #[must_use]
+    pub fn url(&self) -> SecretString {
+        let auth = if self.password.expose_secret().is_empty() {
+            String::new()
+        } else {
+            format!(":{}@", percent_encode(self.password.expose_secret()))
+        };
+        SecretString::from(format!(
+            "redis://{auth}{}:{}/{}",
+            self.host, self.port, self.db
+        ))
+    }
+}
+
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    EdDsa,
+    Es256,
+}
+
+#[derive(Debug, Clone)]
+pub struct SecuritySettings {
+    pub jwt_secret: SecretString,
+    pub jwt_expiration: Duration,
+    pub refresh_expiration: Duration,
+    pub jwt_issuer: String,
+    pub jwt_audience: String,
+    pub jwt_algorithm: JwtAlgorithm,
+    /// PEM (PKCS#8) private key for EdDSA or ES256; its public half is served as JWKS.
+    pub jwt_private_key_pem: Option<SecretString>,
+    pub jwt_leeway: Duration,
+    pub encryption_key: SecretString,
+    pub previous_encryption_keys: Vec<SecretString>,
+    pub blind_index_key: Option<SecretString>,
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+    pub rate_limit_fail_open: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct VendorSettings {
+    pub url: String,
+    pub api_key: SecretString,
+    pub timeout: Duration,
+    pub retry_count: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThirdPartySettings {
+    pub ocr_service: VendorSettings,
+    pub face_service: VendorSettings,
+    pub liveness_service: VendorSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    pub json_body_limit: usize,
+    pub upload_body_limit: usize,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+}
+
+impl Settings {
+    /// Loads `path` and applies overrides from `env` (`KYC__DATABASE__HOST=...`).
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the first key that is missing, unknown or invalid.
+    pub fn load<I>(path: &Path, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        if !path.is_file() {
+            return Err(err(
+                "config file",
+                format!("{} does not exist or is not a file", path.display()),
+            ));
+        }
+        let overrides: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("KYC__"))
+            .collect();
+        let source = config::Environment::with_prefix("KYC")
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("security.previous_encryption_keys")
+            .source(Some(overrides));
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Yaml))
+            .add_source(source)
+            .build()
+            .map_err(|e| err(&path.display().to_string(), e.to_string()))?;
+        let raw: Raw = serde_path_to_error::deserialize(cfg).map_err(|e| {
+            let path = e.path().to_string();
+            describe_serde_error(&path, &e.into_inner().to_string())
+        })?;
+        raw.validate()
+    }
+}
+
+/// Turns serde's message into "key: problem", pointing at the missing or unknown key itself.
+fn describe_serde_error(path: &str, message: &str) -> ConfigError {
+    let join = |field: &str| {
+        if path == "." || path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    let quoted = |m: &str| m.split('`').nth(1).map(str::to_owned);
+    if let Some(field) = message.strip_prefix("missing field ").and_then(quoted) {
+        return err(&join(&field), "is required but missing");
+    }
+    if let Some(field) = message.strip_prefix("unknown field ").and_then(quoted) {
+        // Here the path already ends at the unknown key itself.
+        let key = if path.ends_with(&field) {
+            path.to_owned()
+        } else {
+            join(&field)
+        };
+        return err(&key, "is not a known key (check its spelling)");
+    }
+    // config's own messages sometimes end with "for key `x`"; the path already says where.
+    let problem = message.split(" for key ").next().unwrap_or(message);
+    err(path, problem.trim().to_owned())
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = humantime::parse_duration(value.trim()).map_err(|_| {
+        err(
+            key,
+            format!("expected a duration such as 5s, 500ms or 24h, got {value:?}"),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(err(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn nonempty(key: &str, value: &str) -> Result<(), ConfigError> {
+    if value.trim().is_empty() {
+        Err(err(key, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
+fn secret(key: &str, value: String, dev_mode: bool) -> Result<SecretString, ConfigError> {
+    if value.len() < 32 {
+        return Err(err(
+            key,
+            format!("must be at least 32 bytes long (got {} bytes)", value.len()),
+        ));
+    }
+    if !dev_mode && PLACEHOLDER_SECRETS.contains(&value.as_str()) {
+        return Err(err(
+            key,
+            "is the placeholder from the example config; set a real secret (only gin_mode: debug accepts it)",
+        ));
+    }
+    Ok(SecretString::from(value))
+}
+
+impl Raw {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        let dev_mode = match self.gin_mode.as_str() {
+            "debug" => true,
+            "release" | "test" => false,
+            other => {
+                return Err(err(
+                    "gin_mode",
+                    format!("expected one of debug, release, test, got {other:?}"),
+                ));
+            }
+        };
+        let log_level = match self.log_level.to_ascii_lowercase().as_str() {
+            l @ ("trace" | "debug" | "info" | "warn" | "error") => l.to_owned(),
+            other => {
+                return Err(err(
+                    "log_level",
+                    format!("expected one of trace, debug, info, warn, error, got {other:?}"),
+                ));
+            }
+        };
+        let ip: IpAddr = self.host.parse().map_err(|_| {
+            err(
+                "host",
+                format!("expected an IP address to listen on, got {:?}", self.host),
+            )
+        })?;
+        if self.port == 0 {
+            return Err(err("port", "expected a port between 1 and 65535"));
+        }
+
+        nonempty("log.dir", &self.log.dir)?;
+        nonempty("log.file", &self.log.file)?;
+        if self.log.max_size_mb == 0 {
+            return Err(err("log.max_size_mb", "must be at least 1"));
+        }
+
+        let db = self.database;
+        nonempty("database.host", &db.host)?;
+        nonempty("database.user", &db.user)?;
+        nonempty("database.dbname", &db.dbname)?;
+        let sslmode = match db.sslmode.as_str() {
+            "disable" => SslMode::Disable,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(err(
+                    "database.sslmode",
+                    format!(
+                        "expected one of disable, prefer, require, verify-ca, verify-full, got {other:?}"
+                    ),
+                ));
+            }
+        };
+        if db.max_open_conns == 0 {
+            return Err(err("database.max_open_conns", "must be at least 1"));
+        }
+        if db.max_idle_conns > db.max_open_conns {
+            return Err(err(
+                "database.max_idle_conns",
+                "must not exceed database.max_open_conns",
+            ));
+        }
+
+        let r = self.redis;
+        nonempty("redis.host", &r.host)?;
+        if r.pool_size == 0 {
+            return Err(err("redis.pool_size", "must be at least 1"));
+        }
+        if r.min_idle_conns > r.pool_size {
+            return Err(err(
+                "redis.min_idle_conns",
+                "must not exceed redis.pool_size",
+            ));
+        }
+        if r.db > 15 {
+            return Err(err(
+                "redis.db",
+                "expected a database number between 0 and 15",
+            ));
+        }
+
+        let s = self.security;
+        let jwt_algorithm = match s.jwt_algorithm.as_str() {
+            "HS256" => JwtAlgorithm::Hs256,
+            "EdDSA" => JwtAlgorithm::EdDsa,
+            "ES256" => JwtAlgorithm::Es256,
+            other => {
+                return Err(err(
+                    "security.jwt_algorithm",
+                    format!("expected one of HS256, EdDSA, ES256, got {other:?}"),
+                ));
+            }
+        };
+        let jwt_private_key_pem = match (jwt_algorithm, s.jwt_private_key_file.as_deref()) {
+            (JwtAlgorithm::Hs256, _) => None,
+            (_, None | Some("")) => {
+                return Err(err(
+                    "security.jwt_private_key_file",
+                    "is required when jwt_algorithm is EdDSA or ES256",
+                ));
+            }
+            (_, Some(file)) => Some(SecretString::from(std::fs::read_to_string(file).map_err(
+                |e| {
+                    err(
+                        "security.jwt_private_key_file",
+                        format!("cannot read {file}: {e}"),
+                    )
+                },
+            )?)),
+        };
+        if s.rate_limit_per_second == 0 {
+            return Err(err("security.rate_limit_per_second", "must be at least 1"));
+        }
+        if s.rate_limit_burst == 0 {
+            return Err(err("security.rate_limit_burst", "must be at least 1"));
+        }
+        nonempty("security.jwt_issuer", &s.jwt_issuer)?;
+        nonempty("security.jwt_audience", &s.jwt_audience)?;
+        let jwt_leeway = humantime::parse_duration(s.jwt_leeway.trim())
+            .map_err(|_| err("security.jwt_leeway", "expected a duration such as 60s"))?;
+        let previous_encryption_keys = s
+            .previous_encryption_keys
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| secret("security.previous_encryption_keys", k, true))
+            .collect::<Result<_, _>>()?;
+        let blind_index_key = match s.blind_index_key {
+            Some(k) if !k.is_empty() => Some(secret("security.blind_index_key", k, dev_mode)?),
+            _ => None,
+        };
+        let security = SecuritySettings {
+            jwt_secret: secret("security.jwt_secret", s.jwt_secret, dev_mode)?,
+            jwt_expiration: duration("security.jwt_expiration", &s.jwt_expiration)?,
+            refresh_expiration: duration("security.refresh_expiration", &s.refresh_expiration)?,
+            jwt_issuer: s.jwt_issuer,
+            jwt_audience: s.jwt_audience,
+            jwt_algorithm,
+            jwt_private_key_pem,
+            jwt_leeway,
+            encryption_key: secret("security.encryption_key", s.encryption_key, dev_mode)?,
+            previous_encryption_keys,
+            blind_index_key,
+            rate_limit_per_second: s.rate_limit_per_second,
+            rate_limit_burst: s.rate_limit_burst,
+            rate_limit_fail_open: s.rate_limit_fail_open,
+        };
+
+        let vendor = |name: &str, v: RawVendor| -> Result<VendorSettings, ConfigError> {
+            let key = |k: &str| format!("third_party.{name}.{k}");
+            if !(v.url.starts_with("http://") || v.url.starts_with("https://")) || v.url.len() < 8 {
+                return Err(err(
+                    &key("url"),
+                    format!("expected an http:// or https:// URL, got {:?}", v.url),
+                ));
+            }
+            if v.timeout == 0 {
+                return Err(err(
+                    &key("timeout"),
+                    "expected a number of seconds, at least 1",
+                ));
+            }
+            if v.retry_count > 10 {
+                return Err(err(&key("retry_count"), "expected at most 10 retries"));
+            }
+            Ok(VendorSettings {
+                url: v.url.trim_end_matches('/').to_owned(),
+                api_key: SecretString::from(v.api_key),
+                timeout: Duration::from_secs(v.timeout),
+                retry_count: v.retry_count,
+            })
+        };
+        let third_party = ThirdPartySettings {
+            ocr_service: vendor("ocr_service", self.third_party.ocr_service)?,
+            face_service: vendor("face_service", self.third_party.face_service)?,
+            liveness_service: vendor("liveness_service", self.third_party.liveness_service)?,
+        };
+
+        let h = self.http;
+        if h.json_body_limit < 1024 {
+            return Err(err("http.json_body_limit", "must be at least 1024 bytes"));
+        }
+        if h.upload_body_limit < 1024 {
+            return Err(err("http.upload_body_limit", "must be at least 1024 bytes"));
+        }
+
+        Ok(Settings {
+            listen: SocketAddr::new(ip, self.port),
+            dev_mode,
+            log_level,
+            log: LogSettings {
+                dir: PathBuf::from(self.log.dir),
+                file: self.log.file,
+                max_bytes: self.log.max_size_mb.saturating_mul(1024 * 1024),
+                max_files: self.log.max_files,
+            },
+            database: DatabaseSettings {
+                host: db.host,
+                port: db.port,
+                user: db.user,
+                password: SecretString::from(db.password),
+                dbname: db.dbname,
+                sslmode,
+                max_connections: db.max_open_conns,
+                min_connections: db.max_idle_conns,
+                acquire_timeout: duration("database.acquire_timeout", &db.acquire_timeout)?,
+            },
+            redis: RedisSettings {
+                host: r.host,
+                port: r.port,
+                password: SecretString::from(r.password),
+                db: r.db,
+                pool_size: r.pool_size,
+                min_idle_conns: r.min_idle_conns,
+                max_retries: r.max_retries,
+                dial_timeout: duration("redis.dial_timeout", &r.dial_timeout)?,
+                read_timeout: duration("redis.read_timeout", &r.read_timeout)?,
+                write_timeout: duration("redis.write_timeout", &r.write_timeout)?,
+                key_prefix: r.key_prefix,
+            },
+            security,
+            third_party,
+            http: HttpSettings {
+                json_body_limit: h.json_body_limit,
+                upload_body_limit: h.upload_body_limit,
+                request_timeout: duration("http.request_timeout", &h.request_timeout)?,
+                shutdown_timeout: duration("http.shutdown_timeout", &h.shutdown_timeout)?,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seed() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../config.yaml")
+    }
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load(
+            &seed(),
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn the_seed_config_loads_unchanged_in_dev_mode() {
+        let s = load(&[]).expect("seed config loads");
+        assert_eq!(s.listen.port(), 8080);
+        assert!(s.dev_mode);
+        assert_eq!(s.database.max_connections, 25);
+        assert_eq!(s.database.min_connections, 5);
+        assert_eq!(s.redis.dial_timeout, Duration::from_secs(5));
+        assert_eq!(s.security.jwt_expiration, Duration::from_secs(86_400));
+        assert_eq!(
+            s.third_party.liveness_service.timeout,
+            Duration::from_secs(60)
+        );
+        assert_eq!(s.security.jwt_algorithm, JwtAlgorithm::Hs256);
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let s = load(&[
+            ("KYC__DATABASE__HOST", "db.internal"),
+            ("KYC__REDIS__POOL_SIZE", "8"),
+            ("KYC__PORT", "9999"),
+        ])
+        .expect("overrides apply");
+        assert_eq!(s.database.host, "db.internal");
+        assert_eq!(s.redis.pool_size, 8);
+        assert_eq!(s.listen.port(), 9999);
+    }
+
+    #[test]
+    fn an_invalid_value_names_its_key() {
+        let e = load(&[("KYC__DATABASE__PORT", "not-a-port")]).expect_err("bad port is refused");
+        assert_eq!(e.key, "database.port", "{e}");
+        let e = load(&[("KYC__REDIS__DIAL_TIMEOUT", "soon")]).expect_err("bad duration is refused");
+        assert_eq!(e.key, "redis.dial_timeout");
+        assert!(e.to_string().contains("duration"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let e = load(&[("KYC__DATABASE__HOTS", "x")]).expect_err("typo is refused");
+        assert_eq!(e.key, "database.hots", "{e}");
+    }
+
+    #[test]
+    fn placeholder_secrets_are_refused_outside_dev_mode() {
+        let e = load(&[("KYC__GIN_MODE", "release")]).expect_err("placeholders refused in release");
+        assert_eq!(e.key, "security.jwt_secret");
+        let ok = load(&[
+            ("KYC__GIN_MODE", "release"),
+            (
+                "KYC__SECURITY__JWT_SECRET",
+                "a-real-secret-that-is-long-enough-123",
+            ),
+            (
+                "KYC__SECURITY__ENCRYPTION_KEY",
+                "another-real-secret-long-enough-456",
+            ),
+        ])
+        .expect("real secrets pass");
+        assert!(!ok.dev_mode);
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        let e = load(&[("KYC__SECURITY__ENCRYPTION_KEY", "short")]).expect_err("short key refused");
+        assert_eq!(e.key, "security.encryption_key");
+    }
+
+    #[test]
+    fn asymmetric_signing_needs_a_key_file() {
+        let e = load(&[("KYC__SECURITY__JWT_ALGORITHM", "EdDSA")]).expect_err("needs key file");
+        assert_eq!(e.key, "security.jwt_private_key_file");
+    }
+
+    #[test]
+    fn the_redis_url_encodes_the_password() {
+        let s = load(&[("KYC__REDIS__PASSWORD", "p@ss word")]).expect("loads");
+        assert_eq!(
+            s.redis.url().expose_secret(),
+            "redis://:p%40ss%20word@localhost:6379/0"
+        );
+    }
+}

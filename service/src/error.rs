@@ -1,0 +1,212 @@
+//! The service's one error type and its one mapping to HTTP: a status, a stable `code`, a safe
+//! message, and the request id. Detail that could hold PII or internals goes to the (masked) log only.
+//!
+//! Body: `{"success":false,"error":{"code":"…","message":"…"},"request_id":"…"}`. The token
+//! endpoint answers in RFC 6749's shape instead (`{"error":"invalid_grant",…}`), as OAuth clients expect.
+
+use axum::Json;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::Scope;
+use crate::auth::oauth::{GrantError, OAuthErrorCode};
+use crate::kyc::KycError;
+use crate::kyc::ports::StoreError;
+
+tokio::task_local! {
+    /// The current request's id, set by the request middleware for everything that runs inside it.
+    pub static REQUEST_ID: String;
+}
+
+/// The current request id, or an empty string outside a request.
+#[must_use]
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("not found")]
+    NotFound,
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("missing bearer token")]
+    TokenMissing,
+    #[error("invalid token")]
+    TokenInvalid,
+    #[error("insufficient scope, needs {0}")]
+    InsufficientScope(Scope),
+    #[error("rate limited")]
+    RateLimited {
+        retry_after_secs: u64,
+        headers: HeaderMap,
+    },
+    #[error("bad request: {code}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("payload too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("unsupported media type")]
+    UnsupportedMediaType { expected: &'static str },
+    #[error("dependency unavailable: {0}")]
+    Unavailable(&'static str),
+    #[error("request timed out")]
+    Timeout,
+    #[error("oauth error {}", code.as_str())]
+    OAuth {
+        code: OAuthErrorCode,
+        description: &'static str,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+            Self::RouteNotFound => (StatusCode::NOT_FOUND, "ROUTE_NOT_FOUND"),
+            Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
+            Self::TokenMissing => (StatusCode::UNAUTHORIZED, "TOKEN_MISSING"),
+            Self::TokenInvalid => (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+            Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE"),
+            Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+            Self::UnsupportedMediaType { .. } => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+            Self::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT"),
+            Self::OAuth { code, .. } => (
+                if *code == OAuthErrorCode::InvalidClient {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                code.as_str(),
+            ),
+            Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::NotFound => "the KYC request does not exist or belongs to another client".into(),
+            Self::RouteNotFound => "no such endpoint".into(),
+            Self::MethodNotAllowed => "this endpoint does not accept that method".into(),
+            Self::TokenMissing => "an Authorization: Bearer access token is required".into(),
+            Self::TokenInvalid => "the access token is invalid or expired".into(),
+            Self::InsufficientScope(s) => format!("the access token lacks the {s} scope"),
+            Self::RateLimited {
+                retry_after_secs, ..
+            } => format!("too many requests; retry after {retry_after_secs} s"),
+            Self::BadRequest { message, .. } => message.clone(),
+            Self::PayloadTooLarge { limit } => {
+                format!("the request body exceeds the {limit}-byte limit")
+            }
+            Self::UnsupportedMediaType { expected } => {
+                format!("the Content-Type must be {expected}")
+            }
+            Self::Unavailable(what) => format!("{what} is temporarily unavailable; retry shortly"),
+            Self::Timeout => "the request took too long; retry shortly".into(),
+            Self::OAuth { description, .. } => (*description).to_owned(),
+            Self::Internal(_) => "an internal error occurred".into(),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.status_and_code();
+        let request_id = current_request_id();
+        if let Self::Internal(detail) = &self {
+            tracing::error!(%request_id, detail, "internal error");
+        }
+        let body = match &self {
+            Self::OAuth { description, .. } => {
+                json!({ "error": code, "error_description": description, "request_id": request_id })
+            }
+            _ => {
+                json!({ "success": false, "error": { "code": code, "message": self.message() }, "request_id": request_id })
+            }
+        };
+        let mut resp = (status, Json(body)).into_response();
+        let h = resp.headers_mut();
+        match self {
+            Self::TokenMissing => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="kyc""#),
+                );
+            }
+            Self::TokenInvalid => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="kyc", error="invalid_token", error_description="the access token is invalid or expired""#),
+                );
+            }
+            Self::InsufficientScope(scope) => {
+                let v =
+                    format!(r#"Bearer realm="kyc", error="insufficient_scope", scope="{scope}""#);
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_str(&v).expect("scope names are ASCII"),
+                );
+            }
+            Self::RateLimited {
+                retry_after_secs,
+                headers,
+            } => {
+                h.extend(headers);
+                h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+            }
+            Self::Unavailable(_) | Self::Timeout => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::OAuth { code, .. } => {
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+                if code == OAuthErrorCode::InvalidClient {
+                    h.insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(r#"Basic realm="kyc""#),
+                    );
+                }
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable => Self::Unavailable("the database"),
+            StoreError::Conflict => Self::Internal("unexpected conflict".into()),
+            StoreError::Other(detail) => Self::Internal(detail),
+        }
+    }
+}
+
+impl From<KycError> for AppError {
+    fn from(e: KycError) -> Self {
+        match e {
+            KycError::NotFound => Self::NotFound,
+            KycError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<GrantError> for AppError {
+    fn from(e: GrantError) -> Self {
+        match e {
+            GrantError::OAuth { code, description } => Self::OAuth { code, description },
+            GrantError::Store(s) => s.into(),
+            GrantError::Signing(detail) => Self::Internal(detail),
+        }
+    }
+}

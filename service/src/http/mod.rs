@@ -1,0 +1,34 @@
+//! HTTP: routes, extractors and middleware. Handlers parse, call one domain or auth function, and
+//! shape the response; they hold no SQL.
+
+mod kyc;
+mod middleware;
+mod ops;
+mod token;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state};
+use axum::routing::{get, post};
+
+use crate::app::AppState;
+
+/// The whole public API, with its middleware, ready to serve.
+pub fn router(state: AppState) -> Router {
+    let kyc = Router::new()
+        .route("/status/{id}", get(kyc::status))
+        .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
+    Router::new()
+        .route("/api/v1/auth/token", post(token::issue))
+        .nest("/api/v1/kyc", kyc)
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/health", get(ops::health))
+        .route("/ready", get(ops::ready))
+        .route("/metrics", get(ops::metrics))
+        .route_layer(from_fn(middleware::tag_endpoint))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.settings.http.json_body_limit))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}
