@@ -397,6 +397,13 @@ fn describe_serde_error(path: &str, message: &str) -> ConfigError {
         }
     };
     let quoted = |m: &str| m.split('`').nth(1).map(str::to_owned);
+    // config's own wording names the full key: `missing configuration field "database.host"`.
+    if let Some(key) = message
+        .strip_prefix("missing configuration field ")
+        .map(|k| k.trim_matches('"'))
+    {
+        return err(key, "is required but missing");
+    }
     if let Some(field) = message.strip_prefix("missing field ").and_then(quoted) {
         return err(&join(&field), "is required but missing");
     }
