@@ -140,10 +140,10 @@ impl ActiveClients {
             .read()
             .ok()
             .and_then(|c| c.get(client_id).copied());
-        if let Some((active, at)) = cached {
-            if at.elapsed() < self.ttl {
-                return active;
-            }
+        if let Some((active, at)) = cached
+            && at.elapsed() < self.ttl
+        {
+            return active;
         }
         let fresh: Result<Option<bool>, sqlx::Error> =
             sqlx::query_scalar("SELECT disabled_at IS NULL FROM api_clients WHERE client_id = $1")

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests and integration tests against real PostgreSQL and Redis (started
+# and prepared by scripts/setup.sh). Each integration test gets its own database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "[test] installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+# Databases left by an interrupted earlier run.
+stale=$(PGPASSWORD=kyc_password psql -h 127.0.0.1 -U kyc_user -d kyc_db -tAc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'kyc\_test\_%'")
+for db in $stale; do
+  PGPASSWORD=kyc_password psql -h 127.0.0.1 -U kyc_user -d kyc_db -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+done
+
+cargo nextest run --workspace --no-fail-fast "$@"
