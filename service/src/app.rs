@@ -11,7 +11,8 @@ use tokio::net::TcpListener;
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
 use crate::crypto::{self, KeyRing};
-use crate::kyc::ports::RequestStore;
+use crate::kyc::ports::{LivenessSessions, RequestStore};
+use crate::vendors::VendorSet;
 use crate::metrics::Metrics;
 use crate::store::clients::ActiveClients;
 use crate::store::redis::RedisStore;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub metrics: Arc<Metrics>,
     pub requests: Arc<dyn RequestStore>,
+    pub liveness: Arc<dyn LivenessSessions>,
+    pub vendors: Arc<VendorSet>,
     pub active_clients: Arc<ActiveClients>,
     pub started: Instant,
 }
@@ -64,11 +67,9 @@ impl AppState {
             sec.blind_index_key.as_ref(),
         ));
         let metrics = Arc::new(Metrics::new());
-        let requests: Arc<dyn RequestStore> = Arc::new(PgRequestStore::new(
-            db.clone(),
-            keys.clone(),
-            metrics.clone(),
-        ));
+        let pg_store = Arc::new(PgRequestStore::new(db.clone(), keys.clone(), metrics.clone()));
+        let vendors = VendorSet::new(&settings.third_party, &db, &metrics)
+            .map_err(|e| StartError::Setup(e.to_string()))?;
         Ok(Self {
             settings: Arc::new(settings),
             db,
@@ -76,7 +77,9 @@ impl AppState {
             tokens: Arc::new(tokens),
             keys,
             metrics,
-            requests,
+            requests: pg_store.clone(),
+            liveness: pg_store,
+            vendors: Arc::new(vendors),
             active_clients: Arc::new(ActiveClients::new(Duration::from_secs(10))),
             started: Instant::now(),
         })
@@ -119,7 +122,36 @@ impl AppState {
             }
         }
         self.redis.warm_up().await;
+        let finished = store::requests::finish_abandoned(&self.db, self.abandon_after()).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        if finished > 0 {
+            tracing::warn!(finished, "requests left processing by a stopped process finished as error/INTERRUPTED");
+        }
         Ok(())
+    }
+
+    /// No handler runs longer than the request timeout, so a row `processing` for longer than
+    /// this lost its process.
+    fn abandon_after(&self) -> Duration {
+        self.settings.http.request_timeout + Duration::from_secs(5)
+    }
+
+    /// One maintenance pass: finish abandoned requests, purge expired idempotency records, and
+    /// refresh the circuit gauges.
+    pub async fn maintain(&self) {
+        match store::requests::finish_abandoned(&self.db, self.abandon_after()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(finished = n, "abandoned requests finished as error/INTERRUPTED"),
+            Err(e) => tracing::warn!(error = %e, "abandoned-request sweep failed"),
+        }
+        match store::idempotency::purge_expired(&self.db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "expired idempotency records purged"),
+            Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
+        }
+        let v = &self.vendors;
+        for (name, vendor) in [("ocr", &v.ocr), ("face", &v.face), ("liveness", &v.liveness)] {
+            self.metrics.vendor_circuit_state.with_label_values(&[name]).set(vendor.circuit_state());
+        }
     }
 }
 
@@ -134,6 +166,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.settings.http.shutdown_timeout;
+    let maintenance_state = state.clone();
+    let maintenance = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        loop {
+            tick.tick().await;
+            maintenance_state.maintain().await;
+        }
+    });
+    let _stop_maintenance = AbortOnDrop(maintenance);
     let app = crate::http::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -148,6 +189,17 @@ pub async fn serve(
             tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
             Ok(())
         }
+    }
+}
+
+const MAINTENANCE_EVERY: Duration = Duration::from_secs(15);
+
+/// Stops an owned background task when the server stops.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

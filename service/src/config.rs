@@ -59,6 +59,8 @@ struct Raw {
     third_party: RawThirdParty,
     #[serde(default)]
     http: RawHttp,
+    #[serde(default)]
+    kyc: RawKyc,
 }
 
 fn default_host() -> String {
@@ -187,6 +189,41 @@ struct RawVendor {
     api_key: String,
     timeout: u64,
     retry_count: u32,
+    #[serde(default = "default_vendor_concurrency")]
+    max_concurrency: usize,
+    #[serde(default = "default_vendor_rate")]
+    rate_limit_per_second: u32,
+    #[serde(default = "default_breaker_failures")]
+    circuit_failure_threshold: u32,
+    #[serde(default = "default_breaker_open")]
+    circuit_open_seconds: u64,
+}
+
+fn default_vendor_concurrency() -> usize {
+    32
+}
+fn default_vendor_rate() -> u32 {
+    100
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_open() -> u64 {
+    10
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKyc {
+    face_threshold: f64,
+    require_liveness: bool,
+    max_image_bytes: usize,
+}
+
+impl Default for RawKyc {
+    fn default() -> Self {
+        Self { face_threshold: 0.8, require_liveness: false, max_image_bytes: 8 * 1024 * 1024 }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -224,6 +261,7 @@ pub struct Settings {
     pub security: SecuritySettings,
     pub third_party: ThirdPartySettings,
     pub http: HttpSettings,
+    pub kyc: KycSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -331,6 +369,21 @@ pub struct VendorSettings {
     pub api_key: SecretString,
     pub timeout: Duration,
     pub retry_count: u32,
+    pub max_concurrency: usize,
+    pub rate_limit_per_second: u32,
+    pub circuit_failure_threshold: u32,
+    pub circuit_open: Duration,
+}
+
+/// The verification decision's knobs.
+#[derive(Debug, Clone)]
+pub struct KycSettings {
+    /// Face comparison scores at or above this pass (the seed's 0.8).
+    pub face_threshold: f64,
+    /// `/kyc/verify` without a passed liveness session fails with `LIVENESS_REQUIRED`.
+    pub require_liveness: bool,
+    /// The largest single image accepted in a multipart upload.
+    pub max_image_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -625,17 +678,43 @@ impl Raw {
             if v.retry_count > 10 {
                 return Err(err(&key("retry_count"), "expected at most 10 retries"));
             }
+            if v.max_concurrency == 0 {
+                return Err(err(&key("max_concurrency"), "must be at least 1"));
+            }
+            if v.rate_limit_per_second == 0 {
+                return Err(err(&key("rate_limit_per_second"), "must be at least 1"));
+            }
+            if v.circuit_failure_threshold == 0 {
+                return Err(err(&key("circuit_failure_threshold"), "must be at least 1"));
+            }
             Ok(VendorSettings {
                 url: v.url.trim_end_matches('/').to_owned(),
                 api_key: SecretString::from(v.api_key),
                 timeout: Duration::from_secs(v.timeout),
                 retry_count: v.retry_count,
+                max_concurrency: v.max_concurrency,
+                rate_limit_per_second: v.rate_limit_per_second,
+                circuit_failure_threshold: v.circuit_failure_threshold,
+                circuit_open: Duration::from_secs(v.circuit_open_seconds.max(1)),
             })
         };
         let third_party = ThirdPartySettings {
             ocr_service: vendor("ocr_service", self.third_party.ocr_service)?,
             face_service: vendor("face_service", self.third_party.face_service)?,
             liveness_service: vendor("liveness_service", self.third_party.liveness_service)?,
+        };
+
+        let k = self.kyc;
+        if !(0.0..=1.0).contains(&k.face_threshold) {
+            return Err(err("kyc.face_threshold", "expected a number between 0 and 1"));
+        }
+        if k.max_image_bytes < 1024 {
+            return Err(err("kyc.max_image_bytes", "must be at least 1024 bytes"));
+        }
+        let kyc = KycSettings {
+            face_threshold: k.face_threshold,
+            require_liveness: k.require_liveness,
+            max_image_bytes: k.max_image_bytes,
         };
 
         let h = self.http;
@@ -688,6 +767,7 @@ impl Raw {
                 request_timeout: duration("http.request_timeout", &h.request_timeout)?,
                 shutdown_timeout: duration("http.shutdown_timeout", &h.shutdown_timeout)?,
             },
+            kyc,
         })
     }
 }

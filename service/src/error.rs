@@ -46,6 +46,12 @@ pub enum AppError {
     },
     #[error("bad request: {code}")]
     BadRequest { code: &'static str, message: String },
+    /// An input field is missing or invalid (400 or 422), or of the wrong media type (415).
+    #[error("invalid field {field}: {code}")]
+    Field { status: StatusCode, code: &'static str, message: String, field: &'static str },
+    /// An Idempotency-Key problem: 400 malformed, 409 in flight, 422 reused with another payload.
+    #[error("idempotency: {code}")]
+    Idempotency { status: StatusCode, code: &'static str, message: &'static str },
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]
@@ -74,6 +80,7 @@ impl AppError {
             Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
+            Self::Field { status, code, .. } | Self::Idempotency { status, code, .. } => (*status, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::UnsupportedMediaType { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
@@ -103,7 +110,8 @@ impl AppError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => format!("too many requests; retry after {retry_after_secs} s"),
-            Self::BadRequest { message, .. } => message.clone(),
+            Self::BadRequest { message, .. } | Self::Field { message, .. } => message.clone(),
+            Self::Idempotency { message, .. } => (*message).to_owned(),
             Self::PayloadTooLarge { limit } => {
                 format!("the request body exceeds the {limit}-byte limit")
             }

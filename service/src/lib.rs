@@ -9,6 +9,7 @@
 //! - [`auth`]: scopes, JWT access and refresh tokens, the OAuth 2.0 grants.
 //! - [`kyc`]: the domain: PII types, request model, and the ports it needs (`kyc::ports`).
 //! - [`store`]: PostgreSQL and Redis, implementing the ports; all SQL lives here.
+//! - [`vendors`]: reqwest clients for OCR, face comparison and liveness, implementing the vendor port.
 //! - [`crypto`]: field encryption (AES-256-GCM, HKDF keys with ids), blind indexes, argon2.
 //! - [`telemetry`]: masked logging to stdout and a rotated file; [`metrics`]: Prometheus.
 //! - [`app`]: builds [`app::AppState`] and serves it with graceful shutdown.
@@ -25,6 +26,7 @@ pub mod kyc;
 pub mod metrics;
 pub mod store;
 pub mod telemetry;
+pub mod vendors;
 
 pub use app::{AppState, serve};
 pub use http::router;

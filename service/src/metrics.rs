@@ -21,6 +21,10 @@ pub struct Metrics {
     pub db_pool_connections: IntGaugeVec,
     pub redis_pool_connections: IntGaugeVec,
     pub log_write_errors_total: IntCounter,
+    pub vendor_calls_total: IntCounterVec,
+    pub vendor_call_duration_seconds: HistogramVec,
+    pub vendor_circuit_state: IntGaugeVec,
+    pub idempotency_total: IntCounterVec,
 }
 
 impl Metrics {
@@ -77,7 +81,22 @@ impl Metrics {
             .register(Box::new(log_write_errors_total.clone()))
             .expect("metric names are unique");
 
+        let vendor_call_duration_seconds = HistogramVec::new(
+            HistogramOpts::new("vendor_call_duration_seconds", "Latency of one vendor attempt")
+                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            &["vendor"],
+        )
+        .expect("valid histogram definition");
+        registry.register(Box::new(vendor_call_duration_seconds.clone())).expect("metric names are unique");
         let m = Self {
+            vendor_calls_total: counter("vendor_calls_total", "Vendor attempts by vendor and outcome", &["vendor", "outcome"]),
+            vendor_call_duration_seconds,
+            vendor_circuit_state: gauge("vendor_circuit_state", "Vendor circuit: 0 closed, 1 open, 2 half-open", &["vendor"]),
+            idempotency_total: counter(
+                "idempotency_total",
+                "Idempotency-Key outcomes: stored, replayed, conflict, mismatch",
+                &["outcome"],
+            ),
             http_requests_total: counter(
                 "http_requests_total",
                 "HTTP requests by route template",

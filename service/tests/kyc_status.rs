@@ -15,7 +15,7 @@ async fn a_client_sees_its_request_in_the_seed_shape() {
     assert!(
         app.state
             .requests
-            .finish(id, Status::Success, &[])
+            .finish(id, Status::Success, &[], &serde_json::json!({}))
             .await
             .expect("finish")
     );
@@ -48,14 +48,14 @@ async fn a_terminal_status_is_final() {
     assert!(
         app.state
             .requests
-            .finish(id, Status::Failed, &[ReasonCode::FaceMismatch])
+            .finish(id, Status::Failed, &[ReasonCode::FaceMismatch], &serde_json::json!({}))
             .await
             .expect("finish")
     );
     assert!(
         !app.state
             .requests
-            .finish(id, Status::Success, &[])
+            .finish(id, Status::Success, &[], &serde_json::json!({}))
             .await
             .expect("second finish"),
         "no second verdict"

@@ -2,9 +2,11 @@
 //! shape the response; they hold no SQL.
 
 mod kyc;
+mod idempotency;
 mod middleware;
 mod ops;
 mod token;
+mod upload;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -15,8 +17,14 @@ use crate::app::AppState;
 
 /// The whole public API, with its middleware, ready to serve.
 pub fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route("/ocr", post(kyc::ocr))
+        .route("/face/verify", post(kyc::face_verify))
+        .route("/verify", post(kyc::verify))
+        .layer(DefaultBodyLimit::max(state.settings.http.upload_body_limit));
     let kyc = Router::new()
         .route("/status/{id}", get(kyc::status))
+        .merge(uploads)
         .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()
         .route("/api/v1/auth/token", post(token::issue))
@@ -25,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .route_layer(from_fn(middleware::tag_endpoint))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

@@ -140,3 +140,8 @@ pub async fn not_found() -> AppError {
 pub async fn method_not_allowed() -> AppError {
     AppError::MethodNotAllowed
 }
+
+/// The public API's OpenAPI 3.0 document (`docs/openapi.json`, embedded at build time).
+pub async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json")).into_response()
+}

@@ -4,6 +4,7 @@
 pub mod model;
 pub mod pii;
 pub mod ports;
+pub mod workflow;
 
 use uuid::Uuid;
 

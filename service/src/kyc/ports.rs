@@ -28,6 +28,7 @@ pub trait RequestStore: Send + Sync {
         id: Uuid,
         status: Status,
         reasons: &[ReasonCode],
+        result: &serde_json::Value,
     ) -> Result<bool, StoreError>;
 
     /// The request if it exists and belongs to `client_id`.
@@ -36,4 +37,83 @@ pub trait RequestStore: Send + Sync {
         client_id: &str,
         id: Uuid,
     ) -> Result<Option<KycRequestView>, StoreError>;
+}
+
+/// What an ID-card OCR vendor read. Holds PII in plaintext, so `Debug` masks it.
+#[derive(Clone, PartialEq, serde::Deserialize)]
+pub struct OcrReading {
+    pub name: String,
+    pub id_number: String,
+    #[serde(default)]
+    pub sex: Option<String>,
+    #[serde(default)]
+    pub ethnicity: Option<String>,
+    #[serde(default)]
+    pub birth_date: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub confidence: f64,
+    #[serde(default)]
+    pub warnings: DocumentWarnings,
+}
+
+impl std::fmt::Debug for OcrReading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OcrReading")
+            .field("name", &super::pii::mask_name(&self.name))
+            .field("id_number", &super::pii::mask_id_number(&self.id_number))
+            .field("confidence", &self.confidence)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The vendor's doubts about the document itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DocumentWarnings {
+    #[serde(default)]
+    pub photocopy: bool,
+    #[serde(default)]
+    pub screen_reshoot: bool,
+    #[serde(default)]
+    pub edited: bool,
+    #[serde(default)]
+    pub low_quality: bool,
+}
+
+impl DocumentWarnings {
+    /// Signs that the document is not an original card photographed directly.
+    #[must_use]
+    pub fn suspicious(&self) -> bool {
+        self.photocopy || self.screen_reshoot || self.edited
+    }
+}
+
+/// How a vendor call failed, as the workflow needs to know it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VendorError {
+    /// Down, overloaded, circuit open, or answering garbage: an `error` outcome.
+    #[error("the vendor is unavailable")]
+    Unavailable,
+    /// No answer within the configured timeout (after retries).
+    #[error("the vendor timed out")]
+    Timeout,
+    /// The vendor refused the input (4xx), with its code: a `failed` outcome.
+    #[error("the vendor refused the input: {0}")]
+    Rejected(String),
+}
+
+/// Liveness sessions, as `/kyc/verify` consumes them.
+#[async_trait]
+pub trait LivenessSessions: Send + Sync {
+    /// Marks the session used by `request_id` if it passed, has not expired, is unused and belongs
+    /// to `client_id`. Returns whether it did.
+    async fn consume_passed(&self, client_id: &str, session_id: Uuid, request_id: Uuid) -> Result<bool, StoreError>;
+}
+
+#[async_trait]
+pub trait Vendors: Send + Sync {
+    async fn read_id_card(&self, request_id: Uuid, image: &[u8]) -> Result<OcrReading, VendorError>;
+    async fn compare_faces(&self, request_id: Uuid, a: &[u8], b: &[u8]) -> Result<f64, VendorError>;
 }

@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod clients;
+pub mod idempotency;
 pub mod redis;
 pub mod refresh;
 pub mod requests;
+pub mod vendor_calls;
 
 use std::time::{Duration, Instant};
 

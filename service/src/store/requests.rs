@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::store_error;
 use crate::crypto::KeyRing;
 use crate::kyc::model::{KycRequestView, NewKycRequest, ReasonCode, RequestType, Status};
-use crate::kyc::ports::{RequestStore, StoreError};
+use crate::kyc::ports::{LivenessSessions, RequestStore, StoreError};
 use crate::metrics::Metrics;
 
 pub const NAME_FIELD: &str = "kyc_requests.name_enc";
@@ -72,16 +72,18 @@ impl RequestStore for PgRequestStore {
         id: Uuid,
         status: Status,
         reasons: &[ReasonCode],
+        result: &serde_json::Value,
     ) -> Result<bool, StoreError> {
         debug_assert!(status.is_terminal(), "finish takes a terminal status");
         let reasons: Vec<&str> = reasons.iter().map(|r| r.as_str()).collect();
         let kind: Option<String> = sqlx::query_scalar(
-            "UPDATE kyc_requests SET status = $2, reasons = $3, updated_at = now(), completed_at = now()
+            "UPDATE kyc_requests SET status = $2, reasons = $3, result = $4, updated_at = now(), completed_at = now()
              WHERE id = $1 AND status IN ('pending', 'processing') RETURNING request_type",
         )
         .bind(id)
         .bind(status.as_str())
         .bind(&reasons)
+        .bind(result)
         .fetch_optional(&self.db)
         .await
         .map_err(|e| store_error(&e))?;
@@ -124,4 +126,38 @@ impl RequestStore for PgRequestStore {
         })
         .transpose()
     }
+}
+
+#[async_trait]
+impl LivenessSessions for PgRequestStore {
+    async fn consume_passed(&self, client_id: &str, session_id: Uuid, request_id: Uuid) -> Result<bool, StoreError> {
+        sqlx::query(
+            "UPDATE liveness_sessions SET consumed_at = now(), consumed_by = $3, updated_at = now()
+             WHERE id = $1 AND client_id = $2 AND status = 'passed' AND expires_at > now() AND consumed_at IS NULL",
+        )
+        .bind(session_id)
+        .bind(client_id)
+        .bind(request_id)
+        .execute(&self.db)
+        .await
+        .map(|r| r.rows_affected() == 1)
+        .map_err(|e| store_error(&e))
+    }
+}
+
+/// Finishes requests left `processing` for longer than any handler can run: their process died
+/// or was killed. They end as `error` with `INTERRUPTED`. Returns how many.
+///
+/// # Errors
+/// A database failure.
+pub async fn finish_abandoned(db: &PgPool, older_than: std::time::Duration) -> Result<u64, StoreError> {
+    sqlx::query(
+        "UPDATE kyc_requests SET status = 'error', reasons = ARRAY['INTERRUPTED'], updated_at = now(), completed_at = now()
+         WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)",
+    )
+    .bind(older_than.as_secs_f64())
+    .execute(db)
+    .await
+    .map(|r| r.rows_affected())
+    .map_err(|e| store_error(&e))
 }
