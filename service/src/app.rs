@@ -12,12 +12,12 @@ use crate::auth::tokens::TokenService;
 use crate::config::Settings;
 use crate::crypto::{self, KeyRing};
 use crate::kyc::ports::{LivenessSessions, RequestStore};
-use crate::vendors::VendorSet;
 use crate::metrics::Metrics;
 use crate::store::clients::ActiveClients;
 use crate::store::redis::RedisStore;
 use crate::store::requests::PgRequestStore;
 use crate::store::{self, clients};
+use crate::vendors::VendorSet;
 
 /// The demo client of the seed's section 3.1, created in dev mode only.
 pub const DEV_CLIENT_ID: &str = "kyc-client";
@@ -67,7 +67,11 @@ impl AppState {
             sec.blind_index_key.as_ref(),
         ));
         let metrics = Arc::new(Metrics::new());
-        let pg_store = Arc::new(PgRequestStore::new(db.clone(), keys.clone(), metrics.clone()));
+        let pg_store = Arc::new(PgRequestStore::new(
+            db.clone(),
+            keys.clone(),
+            metrics.clone(),
+        ));
         let vendors = VendorSet::new(&settings.third_party, &db, &metrics)
             .map_err(|e| StartError::Setup(e.to_string()))?;
         Ok(Self {
@@ -121,10 +125,47 @@ impl AppState {
                 );
             }
         }
+        if !self.settings.dev_mode {
+            self.retire_dev_client().await?;
+        }
         self.redis.warm_up().await;
-        let finished = store::requests::finish_abandoned(&self.db, self.abandon_after()).await.map_err(|e| StartError::Setup(e.to_string()))?;
+        let finished = store::requests::finish_abandoned(&self.db, self.abandon_after())
+            .await
+            .map_err(|e| StartError::Setup(e.to_string()))?;
         if finished > 0 {
-            tracing::warn!(finished, "requests left processing by a stopped process finished as error/INTERRUPTED");
+            tracing::warn!(
+                finished,
+                "requests left processing by a stopped process finished as error/INTERRUPTED"
+            );
+        }
+        Ok(())
+    }
+
+    /// Outside dev mode, the demo client with its published secret must not work: if a database
+    /// used in dev mode is reused, the client is disabled.
+    async fn retire_dev_client(&self) -> Result<(), StartError> {
+        let Some(c) = clients::find(&self.db, DEV_CLIENT_ID)
+            .await
+            .map_err(|e| StartError::Setup(e.to_string()))?
+        else {
+            return Ok(());
+        };
+        if c.disabled_at.is_some() {
+            return Ok(());
+        }
+        let hash = c.secret_hash.clone();
+        let published =
+            tokio::task::spawn_blocking(move || crypto::verify_secret(DEV_CLIENT_SECRET, &hash))
+                .await
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+        if published {
+            clients::disable(&self.db, DEV_CLIENT_ID)
+                .await
+                .map_err(|e| StartError::Setup(e.to_string()))?;
+            tracing::warn!(
+                client_id = DEV_CLIENT_ID,
+                "not in dev mode: disabled the demo client, whose secret is published"
+            );
         }
         Ok(())
     }
@@ -140,7 +181,10 @@ impl AppState {
     pub async fn maintain(&self) {
         match store::requests::finish_abandoned(&self.db, self.abandon_after()).await {
             Ok(0) => {}
-            Ok(n) => tracing::warn!(finished = n, "abandoned requests finished as error/INTERRUPTED"),
+            Ok(n) => tracing::warn!(
+                finished = n,
+                "abandoned requests finished as error/INTERRUPTED"
+            ),
             Err(e) => tracing::warn!(error = %e, "abandoned-request sweep failed"),
         }
         match store::idempotency::purge_expired(&self.db).await {
@@ -148,9 +192,19 @@ impl AppState {
             Ok(n) => tracing::info!(purged = n, "expired idempotency records purged"),
             Err(e) => tracing::warn!(error = %e, "idempotency purge failed"),
         }
+        if let Err(e) = store::refresh::purge_expired(&self.db).await {
+            tracing::warn!(error = %e, "refresh-token purge failed");
+        }
         let v = &self.vendors;
-        for (name, vendor) in [("ocr", &v.ocr), ("face", &v.face), ("liveness", &v.liveness)] {
-            self.metrics.vendor_circuit_state.with_label_values(&[name]).set(vendor.circuit_state());
+        for (name, vendor) in [
+            ("ocr", &v.ocr),
+            ("face", &v.face),
+            ("liveness", &v.liveness),
+        ] {
+            self.metrics
+                .vendor_circuit_state
+                .with_label_values(&[name])
+                .set(vendor.circuit_state());
         }
     }
 }
@@ -168,7 +222,13 @@ pub async fn serve(
     let grace = state.settings.http.shutdown_timeout;
     let maintenance_state = state.clone();
     let maintenance = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(MAINTENANCE_EVERY);
+        // Abandoned rows are found about one request timeout after they were orphaned.
+        let every = maintenance_state
+            .settings
+            .http
+            .request_timeout
+            .clamp(Duration::from_secs(1), MAINTENANCE_EVERY);
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             maintenance_state.maintain().await;

@@ -18,6 +18,16 @@ const PLACEHOLDER_SECRETS: [&str; 2] = [
     "your-encryption-key-here-32-bytes",
 ];
 
+/// Keys whose values are secrets: errors name them but never quote them.
+const SECRET_KEYS: [&str; 6] = [
+    "password",
+    "jwt_secret",
+    "encryption_key",
+    "previous_encryption_keys",
+    "blind_index_key",
+    "api_key",
+];
+
 /// A configuration problem, reported as one line naming the key and what was expected.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -148,11 +158,34 @@ struct RawSecurity {
     #[serde(default = "default_refresh_expiration")]
     refresh_expiration: String,
     #[serde(default)]
-    previous_encryption_keys: Vec<String>,
+    previous_encryption_keys: KeyList,
     #[serde(default)]
     blind_index_key: Option<String>,
     #[serde(default = "default_true")]
     rate_limit_fail_open: bool,
+}
+
+/// A YAML list, or (from the environment) one comma-separated string.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum KeyList {
+    List(Vec<String>),
+    Joined(String),
+}
+
+impl Default for KeyList {
+    fn default() -> Self {
+        Self::List(Vec::new())
+    }
+}
+
+impl KeyList {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::List(v) => v,
+            Self::Joined(s) => s.split(',').map(|k| k.trim().to_owned()).collect(),
+        }
+    }
 }
 
 fn default_issuer() -> String {
@@ -222,7 +255,11 @@ struct RawKyc {
 
 impl Default for RawKyc {
     fn default() -> Self {
-        Self { face_threshold: 0.8, require_liveness: false, max_image_bytes: 8 * 1024 * 1024 }
+        Self {
+            face_threshold: 0.8,
+            require_liveness: false,
+            max_image_bytes: 8 * 1024 * 1024,
+        }
     }
 }
 
@@ -423,9 +460,7 @@ impl Settings {
         let source = config::Environment::with_prefix("KYC")
             .prefix_separator("__")
             .separator("__")
-            .try_parsing(true)
-            .list_separator(",")
-            .with_list_parse_key("security.previous_encryption_keys")
+            .try_parsing(false)
             .source(Some(overrides));
         let cfg = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Yaml))
@@ -469,6 +504,10 @@ fn describe_serde_error(path: &str, message: &str) -> ConfigError {
         };
         return err(&key, "is not a known key (check its spelling)");
     }
+    // The value of a secret is never repeated, not even in an error.
+    if SECRET_KEYS.iter().any(|k| path.ends_with(k)) {
+        return err(path, "has an invalid value (not shown: it is a secret)");
+    }
     // config's own messages sometimes end with "for key `x`"; the path already says where.
     let problem = message.split(" for key ").next().unwrap_or(message);
     err(path, problem.trim().to_owned())
@@ -483,6 +522,9 @@ fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     })?;
     if d.is_zero() {
         return Err(err(key, "must be greater than zero"));
+    }
+    if d > Duration::from_secs(10 * 365 * 24 * 3600) {
+        return Err(err(key, "must be at most 10 years"));
     }
     Ok(d)
 }
@@ -624,8 +666,11 @@ impl Raw {
                 },
             )?)),
         };
-        if s.rate_limit_per_second == 0 {
-            return Err(err("security.rate_limit_per_second", "must be at least 1"));
+        if s.rate_limit_per_second == 0 || s.rate_limit_per_second > 1_000_000 {
+            return Err(err(
+                "security.rate_limit_per_second",
+                "must be between 1 and 1000000",
+            ));
         }
         if s.rate_limit_burst == 0 {
             return Err(err("security.rate_limit_burst", "must be at least 1"));
@@ -634,8 +679,9 @@ impl Raw {
         nonempty("security.jwt_audience", &s.jwt_audience)?;
         let jwt_leeway = humantime::parse_duration(s.jwt_leeway.trim())
             .map_err(|_| err("security.jwt_leeway", "expected a duration such as 60s"))?;
-        let previous_encryption_keys = s
+        let previous_encryption_keys: Vec<SecretString> = s
             .previous_encryption_keys
+            .into_vec()
             .into_iter()
             .filter(|k| !k.is_empty())
             .map(|k| secret("security.previous_encryption_keys", k, true))
@@ -644,6 +690,12 @@ impl Raw {
             Some(k) if !k.is_empty() => Some(secret("security.blind_index_key", k, dev_mode)?),
             _ => None,
         };
+        if blind_index_key.is_none() && !previous_encryption_keys.is_empty() {
+            return Err(err(
+                "security.blind_index_key",
+                "must be set when previous_encryption_keys is (set it to the key the look-up index was built with)",
+            ));
+        }
         let security = SecuritySettings {
             jwt_secret: secret("security.jwt_secret", s.jwt_secret, dev_mode)?,
             jwt_expiration: duration("security.jwt_expiration", &s.jwt_expiration)?,
@@ -706,7 +758,10 @@ impl Raw {
 
         let k = self.kyc;
         if !(0.0..=1.0).contains(&k.face_threshold) {
-            return Err(err("kyc.face_threshold", "expected a number between 0 and 1"));
+            return Err(err(
+                "kyc.face_threshold",
+                "expected a number between 0 and 1",
+            ));
         }
         if k.max_image_bytes < 1024 {
             return Err(err("kyc.max_image_bytes", "must be at least 1024 bytes"));
@@ -723,6 +778,10 @@ impl Raw {
         }
         if h.upload_body_limit < 1024 {
             return Err(err("http.upload_body_limit", "must be at least 1024 bytes"));
+        }
+        let request_timeout = duration("http.request_timeout", &h.request_timeout)?;
+        if request_timeout > Duration::from_secs(600) {
+            return Err(err("http.request_timeout", "must be at most 10 minutes"));
         }
 
         Ok(Settings {
@@ -764,7 +823,7 @@ impl Raw {
             http: HttpSettings {
                 json_body_limit: h.json_body_limit,
                 upload_body_limit: h.upload_body_limit,
-                request_timeout: duration("http.request_timeout", &h.request_timeout)?,
+                request_timeout,
                 shutdown_timeout: duration("http.shutdown_timeout", &h.shutdown_timeout)?,
             },
             kyc,
@@ -848,6 +907,48 @@ mod tests {
         ])
         .expect("real secrets pass");
         assert!(!ok.dev_mode);
+    }
+
+    #[test]
+    fn numeric_looking_strings_are_kept_exactly() {
+        let s = load(&[
+            ("KYC__DATABASE__PASSWORD", "007007"),
+            (
+                "KYC__SECURITY__JWT_SECRET",
+                "12345678901234567890123456789012",
+            ),
+        ])
+        .expect("loads");
+        assert_eq!(s.database.password.expose_secret(), "007007");
+        assert_eq!(
+            s.security.jwt_secret.expose_secret(),
+            "12345678901234567890123456789012"
+        );
+    }
+
+    #[test]
+    fn a_secrets_value_is_never_quoted_in_an_error() {
+        let e = load(&[
+            ("KYC__SECURITY__JWT_EXPIRATION", "x"),
+            ("KYC__DATABASE__MAX_OPEN_CONNS", "many"),
+        ])
+        .expect_err("refused");
+        assert!(!e.to_string().contains("many") || e.key == "database.max_open_conns");
+        let e = describe_serde_error(
+            "security.previous_encryption_keys",
+            "invalid type: string \"old-secret-value\", expected a sequence",
+        );
+        assert!(!e.to_string().contains("old-secret-value"), "{e}");
+    }
+
+    #[test]
+    fn rotation_without_a_pinned_blind_index_key_is_refused() {
+        let e = load(&[(
+            "KYC__SECURITY__PREVIOUS_ENCRYPTION_KEYS",
+            "an-older-key-that-is-at-least-32-bytes",
+        )])
+        .expect_err("refused");
+        assert_eq!(e.key, "security.blind_index_key");
     }
 
     #[test]

@@ -93,7 +93,9 @@ impl KeyRing {
         hex::encode(self.active.id)
     }
 
-    /// Seals `plaintext` for the column `field` (for example `kyc_requests.name_enc`).
+    /// Seals `plaintext` for the column `field`, bound to its row: `field` should name both
+    /// (for example `kyc_requests.name_enc:<id>`), so a value moved to another column or row no
+    /// longer opens.
     #[must_use]
     pub fn encrypt(&self, field: &str, plaintext: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];

@@ -37,6 +37,8 @@ pub enum AppError {
     TokenMissing,
     #[error("invalid token")]
     TokenInvalid,
+    #[error("malformed Authorization header")]
+    TokenMalformed,
     #[error("insufficient scope, needs {0}")]
     InsufficientScope(Scope),
     #[error("rate limited")]
@@ -48,10 +50,19 @@ pub enum AppError {
     BadRequest { code: &'static str, message: String },
     /// An input field is missing or invalid (400 or 422), or of the wrong media type (415).
     #[error("invalid field {field}: {code}")]
-    Field { status: StatusCode, code: &'static str, message: String, field: &'static str },
+    Field {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        field: &'static str,
+    },
     /// An Idempotency-Key problem: 400 malformed, 409 in flight, 422 reused with another payload.
     #[error("idempotency: {code}")]
-    Idempotency { status: StatusCode, code: &'static str, message: &'static str },
+    Idempotency {
+        status: StatusCode,
+        code: &'static str,
+        message: &'static str,
+    },
     #[error("payload too large")]
     PayloadTooLarge { limit: usize },
     #[error("unsupported media type")]
@@ -77,10 +88,13 @@ impl AppError {
             Self::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED"),
             Self::TokenMissing => (StatusCode::UNAUTHORIZED, "TOKEN_MISSING"),
             Self::TokenInvalid => (StatusCode::UNAUTHORIZED, "TOKEN_INVALID"),
+            Self::TokenMalformed => (StatusCode::BAD_REQUEST, "TOKEN_MALFORMED"),
             Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            Self::Field { status, code, .. } | Self::Idempotency { status, code, .. } => (*status, code),
+            Self::Field { status, code, .. } | Self::Idempotency { status, code, .. } => {
+                (*status, code)
+            }
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::UnsupportedMediaType { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
@@ -106,6 +120,7 @@ impl AppError {
             Self::MethodNotAllowed => "this endpoint does not accept that method".into(),
             Self::TokenMissing => "an Authorization: Bearer access token is required".into(),
             Self::TokenInvalid => "the access token is invalid or expired".into(),
+            Self::TokenMalformed => "the Authorization header must be: Bearer <token>".into(),
             Self::InsufficientScope(s) => format!("the access token lacks the {s} scope"),
             Self::RateLimited {
                 retry_after_secs, ..
@@ -154,6 +169,12 @@ impl IntoResponse for AppError {
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static(r#"Bearer realm="kyc", error="invalid_token", error_description="the access token is invalid or expired""#),
+                );
+            }
+            Self::TokenMalformed => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="kyc", error="invalid_request""#),
                 );
             }
             Self::InsufficientScope(scope) => {
@@ -215,6 +236,7 @@ impl From<GrantError> for AppError {
             GrantError::OAuth { code, description } => Self::OAuth { code, description },
             GrantError::Store(s) => s.into(),
             GrantError::Signing(detail) => Self::Internal(detail),
+            GrantError::Busy => Self::Unavailable("the token endpoint"),
         }
     }
 }

@@ -82,16 +82,31 @@ impl Metrics {
             .expect("metric names are unique");
 
         let vendor_call_duration_seconds = HistogramVec::new(
-            HistogramOpts::new("vendor_call_duration_seconds", "Latency of one vendor attempt")
-                .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]),
+            HistogramOpts::new(
+                "vendor_call_duration_seconds",
+                "Latency of one vendor attempt",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+            ]),
             &["vendor"],
         )
         .expect("valid histogram definition");
-        registry.register(Box::new(vendor_call_duration_seconds.clone())).expect("metric names are unique");
+        registry
+            .register(Box::new(vendor_call_duration_seconds.clone()))
+            .expect("metric names are unique");
         let m = Self {
-            vendor_calls_total: counter("vendor_calls_total", "Vendor attempts by vendor and outcome", &["vendor", "outcome"]),
+            vendor_calls_total: counter(
+                "vendor_calls_total",
+                "Vendor attempts by vendor and outcome",
+                &["vendor", "outcome"],
+            ),
             vendor_call_duration_seconds,
-            vendor_circuit_state: gauge("vendor_circuit_state", "Vendor circuit: 0 closed, 1 open, 2 half-open", &["vendor"]),
+            vendor_circuit_state: gauge(
+                "vendor_circuit_state",
+                "Vendor circuit: 0 closed, 1 open, 2 half-open",
+                &["vendor"],
+            ),
             idempotency_total: counter(
                 "idempotency_total",
                 "Idempotency-Key outcomes: stored, replayed, conflict, mismatch",

@@ -48,7 +48,12 @@ async fn a_terminal_status_is_final() {
     assert!(
         app.state
             .requests
-            .finish(id, Status::Failed, &[ReasonCode::FaceMismatch], &serde_json::json!({}))
+            .finish(
+                id,
+                Status::Failed,
+                &[ReasonCode::FaceMismatch],
+                &serde_json::json!({})
+            )
             .await
             .expect("finish")
     );
@@ -167,7 +172,7 @@ async fn the_per_client_limit_answers_429_with_retry_after_and_ratelimit_fields(
     );
     let r = last.expect("a response");
     assert_eq!(r.headers()["retry-after"], "1");
-    assert_eq!(r.headers()["ratelimit-policy"], r#""client";q=3;w=3"#);
+    assert_eq!(r.headers()["ratelimit-policy"], r#""client";q=1;w=1"#);
     assert!(
         r.headers()["ratelimit"]
             .to_str()

@@ -4,7 +4,7 @@
 mod common;
 
 use common::TestApp;
-use kyc_service::store::requests::{ID_NUMBER_FIELD, NAME_FIELD, PHONE_FIELD};
+use kyc_service::store::requests::{ID_NUMBER_FIELD, NAME_FIELD, PHONE_FIELD, aad};
 use serde_json::json;
 
 const NAME: &str = "张三丰";
@@ -79,21 +79,29 @@ async fn a_raw_select_on_every_table_shows_no_plaintext_pii() {
     .expect("row");
     let keys = &app.state.keys;
     assert_eq!(
-        keys.decrypt(NAME_FIELD, &name).expect("name opens"),
+        keys.decrypt(&aad(NAME_FIELD, id), &name)
+            .expect("name opens"),
         NAME.as_bytes()
     );
     assert_eq!(
-        keys.decrypt(ID_NUMBER_FIELD, &idn).expect("id opens"),
+        keys.decrypt(&aad(ID_NUMBER_FIELD, id), &idn)
+            .expect("id opens"),
         ID_NUMBER.as_bytes()
     );
     assert_eq!(
-        keys.decrypt(PHONE_FIELD, &phone).expect("phone opens"),
+        keys.decrypt(&aad(PHONE_FIELD, id), &phone)
+            .expect("phone opens"),
         PHONE.as_bytes()
     );
     assert_eq!(
         &idn[1..5],
         hex::decode(keys.active_key_id()).expect("hex").as_slice(),
         "the key id is recorded"
+    );
+    assert!(
+        keys.decrypt(&aad(NAME_FIELD, uuid::Uuid::new_v4()), &name)
+            .is_err(),
+        "moved to another row, it no longer opens"
     );
     // The blind index finds the row by ID number without decrypting anything.
     let found: Option<uuid::Uuid> =

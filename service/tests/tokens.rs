@@ -381,3 +381,56 @@ async fn eddsa_tokens_verify_with_the_published_jwks_only() {
         401
     );
 }
+
+#[tokio::test]
+async fn the_demo_client_is_disabled_when_the_database_is_started_outside_dev_mode() {
+    let app = TestApp::spawn().await;
+    let _ = app.access_token("kyc-client", "kyc-client-secret").await;
+    let release = common::settings_with(&[
+        ("KYC__DATABASE__DBNAME", app.dbname.clone()),
+        ("KYC__GIN_MODE", "release".into()),
+        (
+            "KYC__SECURITY__JWT_SECRET",
+            "a-production-secret-of-at-least-32-bytes".into(),
+        ),
+        (
+            "KYC__SECURITY__ENCRYPTION_KEY",
+            "a-production-field-key-of-at-least-32-bytes".into(),
+        ),
+    ]);
+    let state = kyc_service::AppState::new(release).expect("state");
+    state.prepare().await.expect("prepared");
+    let (status, body) = app
+        .token_json(json!({"grant_type":"client_credentials","client_id":"kyc-client","client_secret":"kyc-client-secret"}))
+        .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_client")),
+        "the published secret no longer works"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_authorization_header_is_a_bad_request() {
+    let app = TestApp::spawn().await;
+    for value in ["Basic abc", "Bearer", "Bearer    ", "token-without-scheme"] {
+        let r = app
+            .http
+            .get(app.url("/api/v1/kyc/status/test"))
+            .header("authorization", value)
+            .send()
+            .await
+            .expect("req");
+        assert_eq!(r.status(), 400, "{value}");
+        assert!(
+            r.headers()["www-authenticate"]
+                .to_str()
+                .expect("ascii")
+                .contains(r#"error="invalid_request""#)
+        );
+        assert_eq!(
+            r.json::<Value>().await.expect("json")["error"]["code"],
+            "TOKEN_MALFORMED"
+        );
+    }
+}

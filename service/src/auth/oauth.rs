@@ -72,6 +72,8 @@ pub enum GrantError {
     Store(#[from] StoreError),
     #[error("token signing failed: {0}")]
     Signing(String),
+    #[error("too many token requests at once")]
+    Busy,
 }
 
 fn oauth(code: OAuthErrorCode, description: &'static str) -> GrantError {
@@ -263,6 +265,9 @@ fn new_refresh(
     }
 }
 
+/// At most this many argon2 checks run at once (a few per core).
+static SECRET_CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(4);
+
 /// Checks the client's secret with argon2 off the async threads. An unknown client costs the same
 /// as a wrong secret, so timing does not tell which ids exist.
 async fn authenticate(
@@ -279,9 +284,16 @@ async fn authenticate(
         || crypto::DUMMY_SECRET_HASH.clone(),
         |c| c.secret_hash.clone(),
     );
+    // Each check costs ~19 MiB and a core for tens of ms: a flood waits here briefly and is then
+    // refused (503), instead of filling the blocking pool.
+    let permit = tokio::time::timeout(std::time::Duration::from_secs(2), SECRET_CHECKS.acquire())
+        .await
+        .map_err(|_| GrantError::Busy)?
+        .map_err(|_| GrantError::Busy)?;
     let ok = tokio::task::spawn_blocking(move || crypto::verify_secret(&secret, &hash))
         .await
         .map_err(|e| GrantError::Signing(format!("secret check failed: {e}")))?;
+    drop(permit);
     match record {
         Some(c) if ok && c.disabled_at.is_none() => Ok(c),
         _ => Err(oauth(

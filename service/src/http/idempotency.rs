@@ -4,8 +4,8 @@
 
 use std::future::Future;
 
-use axum::body::{to_bytes, Body};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::body::{Body, to_bytes};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -21,7 +21,9 @@ const MAX_STORED_BODY: usize = 1024 * 1024;
 /// # Errors
 /// [`AppError::Idempotency`] 400 for a malformed key.
 pub fn key(headers: &HeaderMap) -> Result<Option<String>, AppError> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
     let bad = || AppError::Idempotency {
         status: StatusCode::BAD_REQUEST,
         code: "IDEMPOTENCY_KEY_INVALID",
@@ -50,16 +52,26 @@ where
     F: FnOnce() -> Fut,
     Fut: Future<Output = (Response, Option<Uuid>)>,
 {
-    let Some(key) = key else { return Ok(work().await.0) };
+    let Some(key) = key else {
+        return Ok(work().await.0);
+    };
     let ttl = std::time::Duration::from_secs(24 * 3600);
     let lock = st.settings.http.request_timeout + std::time::Duration::from_secs(5);
     let m = &st.metrics.idempotency_total;
     match idempotency::begin(&st.db, &st.keys, client_id, &key, &fingerprint, ttl, lock).await? {
         Begin::Replay(stored) => {
             m.with_label_values(&["replayed"]).inc();
-            let mut resp = (StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK), stored.body).into_response();
+            let mut resp = (
+                StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK),
+                stored.body,
+            )
+                .into_response();
             let h = resp.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(&stored.content_type).unwrap_or(HeaderValue::from_static("application/json")));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_str(&stored.content_type)
+                    .unwrap_or(HeaderValue::from_static("application/json")),
+            );
             h.insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(resp)
         }
@@ -92,10 +104,19 @@ where
             if parts.status.is_server_error() {
                 idempotency::release(&st.db, client_id, &key).await?;
             } else {
-                let content_type =
-                    parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
-                let stored = StoredResponse { status: parts.status.as_u16(), content_type, body: bytes.to_vec() };
-                idempotency::complete(&st.db, &st.keys, client_id, &key, request_id, &stored).await?;
+                let content_type = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/json")
+                    .to_owned();
+                let stored = StoredResponse {
+                    status: parts.status.as_u16(),
+                    content_type,
+                    body: bytes.to_vec(),
+                };
+                idempotency::complete(&st.db, &st.keys, client_id, &key, request_id, &stored)
+                    .await?;
                 m.with_label_values(&["stored"]).inc();
             }
             Ok(Response::from_parts(parts, Body::from(bytes)))

@@ -28,50 +28,98 @@ pub async fn status(
 
 use axum::extract::multipart::Multipart;
 use axum::extract::multipart::MultipartRejection;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::idempotency;
-use super::upload::{invalid, missing, Upload};
+use super::upload::{Upload, invalid, missing};
 use crate::kyc::model::Status;
 use crate::kyc::pii::{ChineseName, Phone};
 use crate::kyc::ports::VendorError;
 use crate::kyc::workflow::{self, Origin, Policy, Submission};
 
 fn multipart(m: Result<Multipart, MultipartRejection>) -> Result<Multipart, AppError> {
-    m.map_err(|_| AppError::UnsupportedMediaType { expected: "multipart/form-data" })
+    m.map_err(|_| AppError::UnsupportedMediaType {
+        expected: "multipart/form-data",
+    })
 }
 
 fn require(caller: &Caller, scope: Scope) -> Result<(), AppError> {
-    if caller.has(scope) { Ok(()) } else { Err(AppError::InsufficientScope(scope)) }
+    if caller.has(scope) {
+        Ok(())
+    } else {
+        Err(AppError::InsufficientScope(scope))
+    }
 }
 
 /// `user_id` if given (bounded, plain), else the token's subject.
 fn user_id(up: &Upload, caller: &Caller) -> Result<String, AppError> {
     match up.text("user_id") {
         None => Ok(caller.client_id.clone()),
-        Some(u) if u.len() <= 64 && u.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:@-".contains(&b)) => Ok(u.to_owned()),
-        Some(_) => Err(invalid("user_id", "USER_ID_INVALID", "user_id must be 1-64 of A-Z a-z 0-9 . _ : @ -")),
+        Some(u) if crate::telemetry::mask::mask_text(u) != u => Err(invalid(
+            "user_id",
+            "USER_ID_INVALID",
+            "user_id must be an opaque id, not a phone or ID number",
+        )),
+        Some(u)
+            if u.len() <= 64
+                && u.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)) =>
+        {
+            Ok(u.to_owned())
+        }
+        Some(_) => Err(invalid(
+            "user_id",
+            "USER_ID_INVALID",
+            "user_id must be 1-64 of A-Z a-z 0-9 . _ : -",
+        )),
     }
 }
 
 fn policy(st: &AppState) -> Policy {
-    Policy { face_threshold: st.settings.kyc.face_threshold, require_liveness: st.settings.kyc.require_liveness }
+    Policy {
+        face_threshold: st.settings.kyc.face_threshold,
+        require_liveness: st.settings.kyc.require_liveness,
+        // Leaves time to record the verdict and answer before the request timeout.
+        budget: st
+            .settings
+            .http
+            .request_timeout
+            .saturating_sub(std::time::Duration::from_millis(500)),
+    }
 }
 
 /// A vendor failure on an accepted request: the answer names the KYC request so its status can be read.
 fn vendor_failure(e: &VendorError, request_id: Uuid) -> Response {
     let (status, code, message) = match e {
-        VendorError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "VENDOR_UNAVAILABLE", "the verification vendor is unavailable; retry shortly"),
-        VendorError::Timeout => (StatusCode::SERVICE_UNAVAILABLE, "TIMEOUT", "the verification vendor did not answer in time; retry shortly"),
-        VendorError::Rejected(_) => (StatusCode::UNPROCESSABLE_ENTITY, "DOCUMENT_UNREADABLE", "the image could not be read; send a clearer photo"),
+        VendorError::Unavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "VENDOR_UNAVAILABLE",
+            "the verification vendor is unavailable; retry shortly",
+        ),
+        VendorError::Timeout => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TIMEOUT",
+            "the verification vendor did not answer in time; retry shortly",
+        ),
+        VendorError::Rejected(_) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "DOCUMENT_UNREADABLE",
+            "the image could not be read; send a clearer photo",
+        ),
     };
-    let mut resp =
-        (status, Json(json!({ "success": false, "error": { "code": code, "message": message }, "request_id": request_id }))).into_response();
+    let body = json!({
+        "success": false,
+        "error": { "code": code, "message": message },
+        "request_id": crate::error::current_request_id(),
+        "kyc_request_id": request_id,
+    });
+    let mut resp = (status, Json(body)).into_response();
     if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
     resp
 }
@@ -97,13 +145,31 @@ pub async fn ocr(
 ) -> Result<Response, AppError> {
     require(&caller, Scope::KycWrite)?;
     let key = idempotency::key(&headers)?;
-    let mut up = Upload::read(multipart(mp)?, &["image"], st.settings.kyc.max_image_bytes).await?;
+    let mut up = Upload::read(
+        multipart(mp)?,
+        &["image"],
+        st.settings.kyc.max_image_bytes,
+        st.settings.http.upload_body_limit,
+    )
+    .await?;
     let fingerprint = up.fingerprint("POST", "/api/v1/kyc/ocr");
     let image = up.image("image")?;
-    let origin = Origin { client_id: caller.client_id.clone(), user_id: user_id(&up, &caller)?, idempotency_key: key.clone() };
+    let origin = Origin {
+        client_id: caller.client_id.clone(),
+        user_id: user_id(&up, &caller)?,
+        idempotency_key: key.clone(),
+    };
     detached(async move {
         idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
-            match workflow::read_id_card(st.requests.as_ref(), st.vendors.as_ref(), &origin, &image).await {
+            match workflow::read_id_card(
+                st.requests.as_ref(),
+                st.vendors.as_ref(),
+                policy(&st).budget,
+                &origin,
+                &image,
+            )
+            .await
+            {
                 Err(e) => (AppError::from(e).into_response(), None),
                 Ok((v, Err(e))) => (vendor_failure(&e, v.request_id), Some(v.request_id)),
                 Ok((v, Ok(r))) => {
@@ -137,16 +203,37 @@ pub async fn face_verify(
 ) -> Result<Response, AppError> {
     require(&caller, Scope::KycWrite)?;
     let key = idempotency::key(&headers)?;
-    let mut up = Upload::read(multipart(mp)?, &["image1", "image2"], st.settings.kyc.max_image_bytes).await?;
+    let mut up = Upload::read(
+        multipart(mp)?,
+        &["image1", "image2"],
+        st.settings.kyc.max_image_bytes,
+        st.settings.http.upload_body_limit,
+    )
+    .await?;
     let fingerprint = up.fingerprint("POST", "/api/v1/kyc/face/verify");
     let (a, b) = (up.image("image1")?, up.image("image2")?);
-    let origin = Origin { client_id: caller.client_id.clone(), user_id: user_id(&up, &caller)?, idempotency_key: key.clone() };
+    let origin = Origin {
+        client_id: caller.client_id.clone(),
+        user_id: user_id(&up, &caller)?,
+        idempotency_key: key.clone(),
+    };
     detached(async move {
         idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
             let pol = policy(&st);
-            match workflow::compare_faces(st.requests.as_ref(), st.vendors.as_ref(), pol, &origin, &a, &b).await {
+            match workflow::compare_faces(
+                st.requests.as_ref(),
+                st.vendors.as_ref(),
+                pol,
+                &origin,
+                &a,
+                &b,
+            )
+            .await
+            {
                 Err(e) => (AppError::from(e).into_response(), None),
-                Ok((v, Err(e @ (VendorError::Unavailable | VendorError::Timeout)))) => (vendor_failure(&e, v.request_id), Some(v.request_id)),
+                Ok((v, Err(e @ (VendorError::Unavailable | VendorError::Timeout)))) => {
+                    (vendor_failure(&e, v.request_id), Some(v.request_id))
+                }
                 Ok((v, score)) => {
                     let body = json!({
                         "success": v.status == Status::Success,
@@ -173,16 +260,33 @@ pub async fn verify(
 ) -> Result<Response, AppError> {
     require(&caller, Scope::KycWrite)?;
     let key = idempotency::key(&headers)?;
-    let mut up = Upload::read(multipart(mp)?, &["idcard_image", "face_image"], st.settings.kyc.max_image_bytes).await?;
+    let mut up = Upload::read(
+        multipart(mp)?,
+        &["idcard_image", "face_image"],
+        st.settings.kyc.max_image_bytes,
+        st.settings.http.upload_body_limit,
+    )
+    .await?;
     let fingerprint = up.fingerprint("POST", "/api/v1/kyc/verify");
     let name = ChineseName::parse(up.text("name").ok_or_else(|| missing("name"))?)
         .map_err(|e| invalid("name", "NAME_INVALID", e.to_string()))?;
-    let id_number = up.text("idcard").ok_or_else(|| missing("idcard"))?.to_owned();
+    let id_number = up
+        .text("idcard")
+        .ok_or_else(|| missing("idcard"))?
+        .to_owned();
     let phone = Phone::parse(up.text("phone").ok_or_else(|| missing("phone"))?)
         .map_err(|e| invalid("phone", "PHONE_INVALID", e.to_string()))?;
     let liveness_session_id = up
         .text("liveness_session_id")
-        .map(|s| Uuid::try_parse(s.trim()).map_err(|_| invalid("liveness_session_id", "LIVENESS_SESSION_INVALID", "not a session id")))
+        .map(|s| {
+            Uuid::try_parse(s.trim()).map_err(|_| {
+                invalid(
+                    "liveness_session_id",
+                    "LIVENESS_SESSION_INVALID",
+                    "not a session id",
+                )
+            })
+        })
         .transpose()?;
     let submission = Submission {
         name,
@@ -192,19 +296,33 @@ pub async fn verify(
         face_image: up.image("face_image")?,
         liveness_session_id,
     };
-    let origin = Origin { client_id: caller.client_id.clone(), user_id: user_id(&up, &caller)?, idempotency_key: key.clone() };
+    let origin = Origin {
+        client_id: caller.client_id.clone(),
+        user_id: user_id(&up, &caller)?,
+        idempotency_key: key.clone(),
+    };
     detached(async move {
         idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
             let pol = policy(&st);
-            let verdict =
-                workflow::verify(st.requests.as_ref(), st.liveness.as_ref(), st.vendors.as_ref(), pol, &origin, submission).await;
+            let verdict = workflow::verify(
+                st.requests.as_ref(),
+                st.liveness.as_ref(),
+                st.vendors.as_ref(),
+                pol,
+                &origin,
+                submission,
+            )
+            .await;
             match verdict {
                 Err(e) => (AppError::from(e).into_response(), None),
                 Ok(v) => {
                     let (code, message) = match v.status {
                         Status::Success => (StatusCode::OK, "KYC认证成功"),
                         Status::Failed => (StatusCode::OK, "KYC认证失败"),
-                        _ => (StatusCode::SERVICE_UNAVAILABLE, "KYC认证暂时无法完成，请稍后重试"),
+                        _ => (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "KYC认证暂时无法完成，请稍后重试",
+                        ),
                     };
                     let body: Value = json!({
                         "request_id": v.request_id,
@@ -215,7 +333,8 @@ pub async fn verify(
                     });
                     let mut resp = (code, Json(body)).into_response();
                     if code == StatusCode::SERVICE_UNAVAILABLE {
-                        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                        resp.headers_mut()
+                            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                     }
                     (resp, Some(v.request_id))
                 }

@@ -96,13 +96,19 @@ pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Re
     resp
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = v.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
+/// The bearer token: 401 when there is no Authorization header, 400 when it is not `Bearer <token>`.
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    let v = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AppError::TokenMissing)?;
+    let v = v.to_str().map_err(|_| AppError::TokenMalformed)?;
+    let (scheme, token) = v.split_once(' ').ok_or(AppError::TokenMalformed)?;
+    let token = token.trim();
+    if scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() {
+        Ok(token)
+    } else {
+        Err(AppError::TokenMalformed)
+    }
 }
 
 /// Verifies the bearer token (defence in depth behind the gateway), refuses disabled clients,
@@ -112,7 +118,7 @@ pub async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Result<Response, AppError> {
-    let token = bearer(req.headers()).ok_or(AppError::TokenMissing)?;
+    let token = bearer(req.headers())?;
     let caller: Caller = st
         .tokens
         .verify_access(token)
@@ -143,8 +149,7 @@ pub async fn authenticate(
             None
         }
     };
-    let headers =
-        decision.map(|d| rate_headers(&d, sec.rate_limit_per_second, sec.rate_limit_burst));
+    let headers = decision.map(|d| rate_headers(&d, sec.rate_limit_per_second));
     if let Some(d) = decision.filter(|d| !d.allowed) {
         st.metrics.rate_limit_rejections_total.inc();
         return Err(AppError::RateLimited {
@@ -163,8 +168,7 @@ pub async fn authenticate(
 }
 
 /// The IETF draft's `RateLimit-Policy` / `RateLimit` fields and the `X-RateLimit-*` pair.
-fn rate_headers(d: &RateDecision, rate: u32, burst: u32) -> HeaderMap {
-    let window = u64::from(burst).div_ceil(u64::from(rate)).max(1);
+fn rate_headers(d: &RateDecision, rate: u32) -> HeaderMap {
     let reset = d.reset_after.as_secs_f64().ceil() as u64;
     let mut h = HeaderMap::new();
     let mut put = |name: &'static str, value: String| {
@@ -172,15 +176,14 @@ fn rate_headers(d: &RateDecision, rate: u32, burst: u32) -> HeaderMap {
             h.insert(HeaderName::from_static(name), v);
         }
     };
-    put(
-        "ratelimit-policy",
-        format!("\"client\";q={burst};w={window}"),
-    );
+    // The sustained quota is `rate` per second; bursts up to `burst` come on top, and `r`
+    // (remaining) reflects them.
+    put("ratelimit-policy", format!("\"client\";q={rate};w=1"));
     put(
         "ratelimit",
         format!("\"client\";r={};t={reset}", d.remaining),
     );
-    put("x-ratelimit-limit", burst.to_string());
+    put("x-ratelimit-limit", rate.to_string());
     put("x-ratelimit-remaining", d.remaining.to_string());
     h
 }

@@ -1,8 +1,8 @@
 //! HTTP: routes, extractors and middleware. Handlers parse, call one domain or auth function, and
 //! shape the response; they hold no SQL.
 
-mod kyc;
 mod idempotency;
+mod kyc;
 mod middleware;
 mod ops;
 mod token;

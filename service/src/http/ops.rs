@@ -44,7 +44,10 @@ pub async fn ready(State(st): State<AppState>) -> Response {
             )
         }
         Ok(Err(e)) => (
-            json!({ "status": "down", "error": short(&e.to_string()) }),
+            {
+                tracing::warn!(error = %e, "readiness check failed");
+                json!({ "status": "down", "error": "unreachable" })
+            },
             json!({ "status": "unknown" }),
             false,
         ),
@@ -57,7 +60,10 @@ pub async fn ready(State(st): State<AppState>) -> Response {
     let (redis_check, redis_ok) = match redis {
         Ok(Ok(latency)) => (json!({ "status": "up", "latency_ms": ms(latency) }), true),
         Ok(Err(e)) => (
-            json!({ "status": "down", "error": short(&e.to_string()) }),
+            {
+                tracing::warn!(error = %e, "readiness check failed");
+                json!({ "status": "down", "error": "unreachable" })
+            },
             false,
         ),
         Err(_) => (json!({ "status": "down", "error": "timed out" }), false),
@@ -84,10 +90,6 @@ pub async fn ready(State(st): State<AppState>) -> Response {
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
     }
     resp
-}
-
-fn short(s: &str) -> String {
-    s.chars().take(200).collect()
 }
 
 pub async fn metrics(State(st): State<AppState>) -> Response {
@@ -143,5 +145,9 @@ pub async fn method_not_allowed() -> AppError {
 
 /// The public API's OpenAPI 3.0 document (`docs/openapi.json`, embedded at build time).
 pub async fn openapi() -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], include_str!("../../../docs/openapi.json")).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        include_str!("../../../docs/openapi.json"),
+    )
+        .into_response()
 }

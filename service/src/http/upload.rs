@@ -21,20 +21,33 @@ pub struct Upload {
     digest: Sha256,
 }
 
-fn multipart_error(e: &MultipartError) -> AppError {
+fn multipart_error(e: &MultipartError, limit: usize) -> AppError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        AppError::PayloadTooLarge { limit: 0 }
+        AppError::PayloadTooLarge { limit }
     } else {
-        AppError::BadRequest { code: "MULTIPART_INVALID", message: "the multipart body is malformed or truncated".into() }
+        AppError::BadRequest {
+            code: "MULTIPART_INVALID",
+            message: "the multipart body is malformed or truncated".into(),
+        }
     }
 }
 
 pub fn missing(field: &'static str) -> AppError {
-    AppError::Field { status: StatusCode::BAD_REQUEST, code: "FIELD_MISSING", message: format!("the field {field} is required"), field }
+    AppError::Field {
+        status: StatusCode::BAD_REQUEST,
+        code: "FIELD_MISSING",
+        message: format!("the field {field} is required"),
+        field,
+    }
 }
 
 pub fn invalid(field: &'static str, code: &'static str, message: impl Into<String>) -> AppError {
-    AppError::Field { status: StatusCode::UNPROCESSABLE_ENTITY, code, message: message.into(), field }
+    AppError::Field {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        code,
+        message: message.into(),
+        field,
+    }
 }
 
 impl Upload {
@@ -42,21 +55,51 @@ impl Upload {
     ///
     /// # Errors
     /// 400 for a malformed or truncated body, 413 beyond a limit.
-    pub async fn read(mut mp: Multipart, file_fields: &[&str], max_file: usize) -> Result<Self, AppError> {
-        let mut up = Self { files: HashMap::new(), texts: HashMap::new(), digest: Sha256::new() };
+    pub async fn read(
+        mut mp: Multipart,
+        file_fields: &[&str],
+        max_file: usize,
+        body_limit: usize,
+    ) -> Result<Self, AppError> {
+        let mut up = Self {
+            files: HashMap::new(),
+            texts: HashMap::new(),
+            digest: Sha256::new(),
+        };
         let mut parts = 0;
-        while let Some(mut field) = mp.next_field().await.map_err(|e| multipart_error(&e))? {
+        while let Some(mut field) = mp
+            .next_field()
+            .await
+            .map_err(|e| multipart_error(&e, body_limit))?
+        {
             parts += 1;
             if parts > MAX_PARTS {
-                return Err(AppError::BadRequest { code: "MULTIPART_INVALID", message: format!("at most {MAX_PARTS} parts") });
+                return Err(AppError::BadRequest {
+                    code: "MULTIPART_INVALID",
+                    message: format!("at most {MAX_PARTS} parts"),
+                });
             }
             let name = field.name().unwrap_or_default().to_owned();
-            if name.is_empty() || name.len() > MAX_NAME_BYTES || field.file_name().is_some_and(|f| f.len() > 255) {
-                return Err(AppError::BadRequest { code: "MULTIPART_INVALID", message: "a part has no name or too long a name".into() });
+            if name.is_empty()
+                || name.len() > MAX_NAME_BYTES
+                || field.file_name().is_some_and(|f| f.len() > 255)
+            {
+                return Err(AppError::BadRequest {
+                    code: "MULTIPART_INVALID",
+                    message: "a part has no name or too long a name".into(),
+                });
             }
-            let limit = if file_fields.contains(&name.as_str()) { max_file } else { MAX_TEXT_BYTES };
+            let limit = if file_fields.contains(&name.as_str()) {
+                max_file
+            } else {
+                MAX_TEXT_BYTES
+            };
             let mut data = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
+            while let Some(chunk) = field
+                .chunk()
+                .await
+                .map_err(|e| multipart_error(&e, body_limit))?
+            {
                 if data.len() + chunk.len() > limit {
                     return Err(AppError::PayloadTooLarge { limit });
                 }
@@ -94,7 +137,11 @@ impl Upload {
     /// # Errors
     /// 400 when missing or empty, 415 when not an image.
     pub fn image(&mut self, field: &'static str) -> Result<Vec<u8>, AppError> {
-        let data = self.files.remove(field).filter(|d| !d.is_empty()).ok_or_else(|| missing(field))?;
+        let data = self
+            .files
+            .remove(field)
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| missing(field))?;
         if sniff_image(&data).is_none() {
             return Err(AppError::Field {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,7 +155,10 @@ impl Upload {
 
     #[must_use]
     pub fn text(&self, field: &str) -> Option<&str> {
-        self.texts.get(field).map(String::as_str).filter(|s| !s.trim().is_empty())
+        self.texts
+            .get(field)
+            .map(String::as_str)
+            .filter(|s| !s.trim().is_empty())
     }
 }
 
@@ -130,7 +180,10 @@ mod tests {
 
     #[test]
     fn only_jpeg_and_png_bytes_are_images() {
-        assert_eq!(sniff_image(b"\xFF\xD8\xFF\xE0\x00\x10JFIF"), Some("image/jpeg"));
+        assert_eq!(
+            sniff_image(b"\xFF\xD8\xFF\xE0\x00\x10JFIF"),
+            Some("image/jpeg")
+        );
         assert_eq!(sniff_image(b"\x89PNG\r\n\x1a\n\x00\x00"), Some("image/png"));
         assert_eq!(sniff_image(b"GIF89a......"), None);
         assert_eq!(sniff_image(b"%PDF-1.7"), None);

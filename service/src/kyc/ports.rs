@@ -109,11 +109,21 @@ pub enum VendorError {
 pub trait LivenessSessions: Send + Sync {
     /// Marks the session used by `request_id` if it passed, has not expired, is unused and belongs
     /// to `client_id`. Returns whether it did.
-    async fn consume_passed(&self, client_id: &str, session_id: Uuid, request_id: Uuid) -> Result<bool, StoreError>;
+    async fn consume_passed(
+        &self,
+        client_id: &str,
+        session_id: Uuid,
+        request_id: Uuid,
+    ) -> Result<bool, StoreError>;
+
+    /// Undoes `consume_passed` by `request_id` when that request ended without a verdict.
+    async fn release(&self, session_id: Uuid, request_id: Uuid) -> Result<(), StoreError>;
 }
 
 #[async_trait]
 pub trait Vendors: Send + Sync {
-    async fn read_id_card(&self, request_id: Uuid, image: &[u8]) -> Result<OcrReading, VendorError>;
-    async fn compare_faces(&self, request_id: Uuid, a: &[u8], b: &[u8]) -> Result<f64, VendorError>;
+    async fn read_id_card(&self, request_id: Uuid, image: &[u8])
+    -> Result<OcrReading, VendorError>;
+    async fn compare_faces(&self, request_id: Uuid, a: &[u8], b: &[u8])
+    -> Result<f64, VendorError>;
 }

@@ -14,6 +14,19 @@ use super::ports::{LivenessSessions, OcrReading, RequestStore, StoreError, Vendo
 pub struct Policy {
     pub face_threshold: f64,
     pub require_liveness: bool,
+    /// The whole workflow's time budget, retries and waits included: a vendor still busy when it
+    /// runs out counts as timed out, so every request reaches its verdict within the budget.
+    pub budget: std::time::Duration,
+}
+
+/// Runs a vendor call within what is left of the budget.
+async fn within<T>(
+    deadline: tokio::time::Instant,
+    call: impl std::future::Future<Output = Result<T, VendorError>>,
+) -> Result<T, VendorError> {
+    tokio::time::timeout_at(deadline, call)
+        .await
+        .unwrap_or(Err(VendorError::Timeout))
 }
 
 /// Who asks, on behalf of which end user, under which Idempotency-Key.
@@ -40,7 +53,11 @@ fn vendor_failure(e: &VendorError, unreadable: ReasonCode) -> (Status, ReasonCod
     }
 }
 
-async fn open(store: &dyn RequestStore, origin: &Origin, kind: RequestType) -> Result<Uuid, StoreError> {
+async fn open(
+    store: &dyn RequestStore,
+    origin: &Origin,
+    kind: RequestType,
+) -> Result<Uuid, StoreError> {
     open_with(store, origin, kind, None, None, None).await
 }
 
@@ -75,11 +92,13 @@ async fn open_with(
 pub async fn read_id_card(
     store: &dyn RequestStore,
     vendors: &dyn Vendors,
+    budget: std::time::Duration,
     origin: &Origin,
     image: &[u8],
 ) -> Result<(Verdict, Result<OcrReading, VendorError>), StoreError> {
+    let deadline = tokio::time::Instant::now() + budget;
     let id = open(store, origin, RequestType::Ocr).await?;
-    let reading = vendors.read_id_card(id, image).await;
+    let reading = within(deadline, vendors.read_id_card(id, image)).await;
     let (status, reasons, result) = match &reading {
         Ok(r) => (
             Status::Success,
@@ -92,7 +111,14 @@ pub async fn read_id_card(
         }
     };
     store.finish(id, status, &reasons, &result).await?;
-    Ok((Verdict { request_id: id, status, reasons }, reading))
+    Ok((
+        Verdict {
+            request_id: id,
+            status,
+            reasons,
+        },
+        reading,
+    ))
 }
 
 /// Compares two face images against the configured threshold.
@@ -107,8 +133,9 @@ pub async fn compare_faces(
     a: &[u8],
     b: &[u8],
 ) -> Result<(Verdict, Result<f64, VendorError>), StoreError> {
+    let deadline = tokio::time::Instant::now() + policy.budget;
     let id = open(store, origin, RequestType::Face).await?;
-    let score = vendors.compare_faces(id, a, b).await;
+    let score = within(deadline, vendors.compare_faces(id, a, b)).await;
     let (status, reasons) = match &score {
         Ok(s) if *s >= policy.face_threshold => (Status::Success, vec![]),
         Ok(_) => (Status::Failed, vec![ReasonCode::FaceMismatch]),
@@ -119,7 +146,14 @@ pub async fn compare_faces(
     };
     let result = json!({ "score": score.as_ref().ok(), "threshold": policy.face_threshold });
     store.finish(id, status, &reasons, &result).await?;
-    Ok((Verdict { request_id: id, status, reasons }, score))
+    Ok((
+        Verdict {
+            request_id: id,
+            status,
+            reasons,
+        },
+        score,
+    ))
 }
 
 /// What `/kyc/verify` submits, already parsed except the ID number (whose invalidity is a
@@ -146,30 +180,54 @@ pub async fn verify(
     origin: &Origin,
     sub: Submission,
 ) -> Result<Verdict, StoreError> {
+    let deadline = tokio::time::Instant::now() + policy.budget;
     let parsed = IdNumber::parse(&sub.id_number);
-    let id = open_with(store, origin, RequestType::Complete, Some(sub.name.clone()), parsed.clone().ok(), Some(sub.phone.clone()))
-        .await?;
+    let id = open_with(
+        store,
+        origin,
+        RequestType::Complete,
+        Some(sub.name.clone()),
+        parsed.clone().ok(),
+        Some(sub.phone.clone()),
+    )
+    .await?;
     let finish = |status: Status, reasons: Vec<ReasonCode>, result: serde_json::Value| async move {
         store.finish(id, status, &reasons, &result).await?;
-        Ok::<_, StoreError>(Verdict { request_id: id, status, reasons })
+        Ok::<_, StoreError>(Verdict {
+            request_id: id,
+            status,
+            reasons,
+        })
     };
 
     let Ok(id_number) = parsed else {
         return finish(Status::Failed, vec![ReasonCode::IdNumberInvalid], json!({})).await;
     };
     match sub.liveness_session_id {
-        Some(session) if !liveness.consume_passed(&origin.client_id, session, id).await? => {
+        Some(session)
+            if !liveness
+                .consume_passed(&origin.client_id, session, id)
+                .await? =>
+        {
             return finish(Status::Failed, vec![ReasonCode::LivenessFailed], json!({})).await;
         }
         None if policy.require_liveness => {
-            return finish(Status::Failed, vec![ReasonCode::LivenessRequired], json!({})).await;
+            return finish(
+                Status::Failed,
+                vec![ReasonCode::LivenessRequired],
+                json!({}),
+            )
+            .await;
         }
         _ => {}
     }
 
     let (reading, score) = tokio::join!(
-        vendors.read_id_card(id, &sub.idcard_image),
-        vendors.compare_faces(id, &sub.idcard_image, &sub.face_image),
+        within(deadline, vendors.read_id_card(id, &sub.idcard_image)),
+        within(
+            deadline,
+            vendors.compare_faces(id, &sub.idcard_image, &sub.face_image)
+        ),
     );
     let mut result = json!({ "threshold": policy.face_threshold });
     let mut reasons = Vec::new();
@@ -206,8 +264,16 @@ pub async fn verify(
         },
     }
     if let Some(r) = error {
+        // No verdict on the person: the session stays usable for the retry we ask for.
+        if let Some(session) = sub.liveness_session_id {
+            liveness.release(session, id).await?;
+        }
         return finish(Status::Error, vec![r], result).await;
     }
-    let status = if reasons.is_empty() { Status::Success } else { Status::Failed };
+    let status = if reasons.is_empty() {
+        Status::Success
+    } else {
+        Status::Failed
+    };
     finish(status, reasons, result).await
 }

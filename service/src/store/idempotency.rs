@@ -98,7 +98,9 @@ pub async fn begin(
             return Ok(Begin::InFlight);
         }
         let body = match e.response_body_enc {
-            Some(blob) => keys.decrypt(BODY_FIELD, &blob).map_err(|err| StoreError::Other(err.to_string()))?,
+            Some(blob) => keys
+                .decrypt(BODY_FIELD, &blob)
+                .map_err(|err| StoreError::Other(err.to_string()))?,
             None => Vec::new(),
         };
         let content_type = e
@@ -108,7 +110,10 @@ pub async fn begin(
             .unwrap_or("application/json")
             .to_owned();
         return Ok(Begin::Replay(StoredResponse {
-            status: e.response_status.and_then(|s| u16::try_from(s).ok()).unwrap_or(200),
+            status: e
+                .response_status
+                .and_then(|s| u16::try_from(s).ok())
+                .unwrap_or(200),
             content_type,
             body,
         }));
@@ -131,7 +136,7 @@ pub async fn complete(
     sqlx::query(
         "UPDATE idempotency_records SET state = 'completed', completed_at = now(), request_id = $3,
              response_status = $4, response_headers = $5, response_body_enc = $6
-         WHERE client_id = $1 AND idempotency_key = $2",
+         WHERE client_id = $1 AND idempotency_key = $2 AND state = 'in_flight'",
     )
     .bind(client_id)
     .bind(key)

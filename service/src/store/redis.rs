@@ -13,6 +13,9 @@ use secrecy::ExposeSecret;
 
 use crate::config::RedisSettings;
 
+/// The most a request waits for the rate limiter before its fail-open/closed policy applies.
+const RATE_LIMIT_BUDGET: Duration = Duration::from_millis(250);
+
 /// How long calls are skipped after Redis failed, before the next attempt.
 const BACKOFF_AFTER_FAILURE: Duration = Duration::from_millis(500);
 
@@ -94,6 +97,13 @@ impl RedisStore {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn back_off(&self) {
+        self.skip_until_ms.store(
+            self.now_ms() + u64::try_from(BACKOFF_AFTER_FAILURE.as_millis()).unwrap_or(500),
+            Ordering::Relaxed,
+        );
+    }
+
     /// Opens `min_idle_conns` connections so the first requests do not pay for them.
     pub async fn warm_up(&self) {
         let conns = futures::future::join_all((0..self.min_idle).map(|_| self.pool.get())).await;
@@ -153,7 +163,6 @@ impl RedisStore {
     /// When Redis cannot be reached in time.
     pub async fn ping(&self) -> Result<Duration, RedisUnavailable> {
         let started = Instant::now();
-        self.skip_until_ms.store(0, Ordering::Relaxed);
         self.run(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
             .await?;
         Ok(started.elapsed())
@@ -171,13 +180,23 @@ impl RedisStore {
     ) -> Result<RateDecision, RedisUnavailable> {
         let key = format!("{}rl:{key}", self.prefix);
         let interval_us = 1_000_000 / u64::from(rate.max(1));
-        let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) = self
-            .run(|mut c| {
-                let mut inv = self.gcra.key(&key);
-                inv.arg(interval_us).arg(burst);
-                async move { inv.invoke_async(&mut c).await }
-            })
-            .await?;
+        let call = self.run(|mut c| {
+            let mut inv = self.gcra.key(&key);
+            inv.arg(interval_us).arg(burst);
+            async move { inv.invoke_async(&mut c).await }
+        });
+        // Requests must not wait on a struggling Redis: past this budget the caller's
+        // fail-open/closed policy applies, and the back-off spares the next requests.
+        let (allowed, remaining, retry_us, reset_us): (i64, i64, i64, i64) =
+            match tokio::time::timeout(RATE_LIMIT_BUDGET, call).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.back_off();
+                    return Err(RedisUnavailable(
+                        "no answer within the rate-limit budget".into(),
+                    ));
+                }
+            };
         let us = |v: i64| Duration::from_micros(u64::try_from(v).unwrap_or(0));
         Ok(RateDecision {
             allowed: allowed == 1,

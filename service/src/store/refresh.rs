@@ -126,7 +126,9 @@ pub async fn rotate(
         .await
         .map_err(|e| store_error(&e))?;
     next.family_id = row.family_id;
-    next.scopes.clone_from(&scopes);
+    // RFC 6749 section 6: the new refresh token keeps the original scope; only the access
+    // token is narrowed.
+    next.scopes.clone_from(&row.scopes);
     sqlx::query(
         "INSERT INTO refresh_tokens (id, family_id, client_id, token_hash, scopes, expires_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -142,4 +144,16 @@ pub async fn rotate(
     .map_err(|e| store_error(&e))?;
     tx.commit().await.map_err(|e| store_error(&e))?;
     Ok(Rotation::Rotated { scopes })
+}
+
+/// Deletes refresh tokens expired for more than a day. Returns how many.
+///
+/// # Errors
+/// A database failure.
+pub async fn purge_expired(db: &PgPool) -> Result<u64, StoreError> {
+    sqlx::query("DELETE FROM refresh_tokens WHERE expires_at < now() - interval '1 day'")
+        .execute(db)
+        .await
+        .map(|r| r.rows_affected())
+        .map_err(|e| store_error(&e))
 }

@@ -18,6 +18,12 @@ pub const NAME_FIELD: &str = "kyc_requests.name_enc";
 pub const ID_NUMBER_FIELD: &str = "kyc_requests.id_number_enc";
 pub const PHONE_FIELD: &str = "kyc_requests.phone_enc";
 
+/// The associated data of an encrypted column of one row: column name and row id.
+#[must_use]
+pub fn aad(field: &str, id: Uuid) -> String {
+    format!("{field}:{id}")
+}
+
 pub struct PgRequestStore {
     db: PgPool,
     keys: Arc<KeyRing>,
@@ -55,12 +61,12 @@ impl RequestStore for PgRequestStore {
         .bind(&r.client_id)
         .bind(&r.user_id)
         .bind(r.request_type.as_str())
-        .bind(r.name.as_ref().map(|n| k.encrypt(NAME_FIELD, n.expose().as_bytes())))
-        .bind(r.id_number.as_ref().map(|n| k.encrypt(ID_NUMBER_FIELD, n.expose().as_bytes())))
-        .bind(r.phone.as_ref().map(|p| k.encrypt(PHONE_FIELD, p.expose().as_bytes())))
+        .bind(r.name.as_ref().map(|n| k.encrypt(&aad(NAME_FIELD, r.id), n.expose().as_bytes())))
+        .bind(r.id_number.as_ref().map(|n| k.encrypt(&aad(ID_NUMBER_FIELD, r.id), n.expose().as_bytes())))
+        .bind(r.phone.as_ref().map(|p| k.encrypt(&aad(PHONE_FIELD, r.id), p.expose().as_bytes())))
         .bind(r.id_number.as_ref().map(|n| k.blind_index(ID_NUMBER_FIELD, n.expose())))
         .bind(r.phone.as_ref().map(|p| k.blind_index(PHONE_FIELD, p.expose())))
-        .bind(&r.idempotency_key)
+        .bind(r.idempotency_key.as_deref().map(|k| hex::encode(crate::crypto::sha256(k.as_bytes()))))
         .execute(&self.db)
         .await
         .map(|_| ())
@@ -130,7 +136,12 @@ impl RequestStore for PgRequestStore {
 
 #[async_trait]
 impl LivenessSessions for PgRequestStore {
-    async fn consume_passed(&self, client_id: &str, session_id: Uuid, request_id: Uuid) -> Result<bool, StoreError> {
+    async fn consume_passed(
+        &self,
+        client_id: &str,
+        session_id: Uuid,
+        request_id: Uuid,
+    ) -> Result<bool, StoreError> {
         sqlx::query(
             "UPDATE liveness_sessions SET consumed_at = now(), consumed_by = $3, updated_at = now()
              WHERE id = $1 AND client_id = $2 AND status = 'passed' AND expires_at > now() AND consumed_at IS NULL",
@@ -143,6 +154,19 @@ impl LivenessSessions for PgRequestStore {
         .map(|r| r.rows_affected() == 1)
         .map_err(|e| store_error(&e))
     }
+
+    async fn release(&self, session_id: Uuid, request_id: Uuid) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE liveness_sessions SET consumed_at = NULL, consumed_by = NULL, updated_at = now()
+             WHERE id = $1 AND consumed_by = $2",
+        )
+        .bind(session_id)
+        .bind(request_id)
+        .execute(&self.db)
+        .await
+        .map(|_| ())
+        .map_err(|e| store_error(&e))
+    }
 }
 
 /// Finishes requests left `processing` for longer than any handler can run: their process died
@@ -150,7 +174,10 @@ impl LivenessSessions for PgRequestStore {
 ///
 /// # Errors
 /// A database failure.
-pub async fn finish_abandoned(db: &PgPool, older_than: std::time::Duration) -> Result<u64, StoreError> {
+pub async fn finish_abandoned(
+    db: &PgPool,
+    older_than: std::time::Duration,
+) -> Result<u64, StoreError> {
     sqlx::query(
         "UPDATE kyc_requests SET status = 'error', reasons = ARRAY['INTERRUPTED'], updated_at = now(), completed_at = now()
          WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)",

@@ -42,10 +42,15 @@ pub async fn record(
 ///
 /// # Errors
 /// A database failure.
-pub async fn for_request(db: &PgPool, request_id: Uuid) -> Result<Vec<(String, i32, String)>, StoreError> {
-    sqlx::query_as("SELECT vendor, attempt, outcome FROM vendor_calls WHERE request_id = $1 ORDER BY id")
-        .bind(request_id)
-        .fetch_all(db)
-        .await
-        .map_err(|e| store_error(&e))
+pub async fn for_request(
+    db: &PgPool,
+    request_id: Uuid,
+) -> Result<Vec<(String, i32, String)>, StoreError> {
+    sqlx::query_as(
+        "SELECT vendor, attempt, outcome FROM vendor_calls WHERE request_id = $1 ORDER BY id",
+    )
+    .bind(request_id)
+    .fetch_all(db)
+    .await
+    .map_err(|e| store_error(&e))
 }

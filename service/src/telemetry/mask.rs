@@ -13,15 +13,16 @@ use regex::{Captures, Regex};
 
 use crate::kyc::pii::{mask_id_number, mask_name, mask_phone};
 
-/// 18-digit and legacy 15-digit ID numbers, and mainland mobiles with an optional 86 prefix.
-static NUMBERS: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b(?:\d{17}[\dXx]|\d{15}|(?:86)?1[3-9]\d{9})\b").expect("valid number pattern")
-});
+/// Maximal runs of ASCII digits (with an ID number's trailing X), judged by their length alone,
+/// so a number glued to Chinese text or an underscore (`手机13800138000`, `user_13800138000`) is
+/// still found, and a longer number is never cut into a false match.
+static DIGIT_RUNS: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"[0-9]+[Xx]?").expect("valid digit-run pattern"));
 
 /// `key=value`, `key: value`, `"key":"value"` for PII-bearing keys; and the Chinese labels.
 static FIELDS: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(
-        r#"(?i)(?P<key>\b(?:real_?name|full_?name|user_?name|name|id_?card|id_?number|idcard_?no|phone|mobile|tel)\b"?\s*[:=]\s*"?|(?:姓名|身份证号?|手机号?|电话)\s*[:：]\s*)(?P<val>[^\s",;&}\]]+)"#,
+        r#"(?i)(?P<key>(?-u:\b)(?:[a-z]+_)*(?:real_?name|full_?name|name|id_?card|id_?number|idcard_?no|phone|mobile)(?-u:\b)"?\s*[:=]\s*"?|(?:姓名|身份证号?|手机号?|电话)\s*[:：]\s*)(?P<val>[^\s",;&}\]]+)"#,
     )
     .expect("valid field pattern")
 });
@@ -47,12 +48,17 @@ pub fn mask_text(text: &str) -> Cow<'_, str> {
         };
         format!("{key}{masked}")
     });
-    match NUMBERS.replace_all(&fields, |c: &Captures<'_>| {
+    match DIGIT_RUNS.replace_all(&fields, |c: &Captures<'_>| {
         let m = &c[0];
-        if m.len() >= 15 && !(m.len() == 13 && m.starts_with("86")) {
-            mask_id_number(m)
-        } else {
-            mask_phone(m)
+        let b = m.as_bytes();
+        let digits = b.iter().all(u8::is_ascii_digit);
+        let mobile = |s: &[u8]| s.len() == 11 && s[0] == b'1' && (b'3'..=b'9').contains(&s[1]);
+        match b.len() {
+            18 => mask_id_number(m),
+            15 if digits => mask_id_number(m),
+            11 if digits && mobile(b) => mask_phone(m),
+            13 if digits && b.starts_with(b"86") && mobile(&b[2..]) => mask_phone(m),
+            _ => m.to_owned(),
         }
     }) {
         Cow::Borrowed(_) => fields,
@@ -103,6 +109,20 @@ mod tests {
         assert_eq!(mask_text(line), line);
         let once = mask_text("name=张三 13800138000").into_owned();
         assert_eq!(mask_text(&once), once);
+    }
+
+    #[test]
+    fn numbers_glued_to_other_text_and_compound_keys_are_masked() {
+        let m = mask_text(
+            "手机号13800138000 身份证号11010519491231002X user_13900139000 customer_name=张三 holder_phone=1234",
+        );
+        for plain in ["13800138000", "11010519491231002X", "13900139000", "张三"] {
+            assert!(!m.contains(plain), "{plain} in {m}");
+        }
+        assert!(
+            m.contains("customer_name=张*") && m.contains("holder_phone=****"),
+            "{m}"
+        );
     }
 
     #[test]

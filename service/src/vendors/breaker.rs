@@ -20,11 +20,17 @@ pub struct Breaker {
 impl Breaker {
     #[must_use]
     pub fn new(threshold: u32, open_for: Duration) -> Self {
-        Self { state: Mutex::new(State::Closed { failures: 0 }), threshold: threshold.max(1), open_for }
+        Self {
+            state: Mutex::new(State::Closed { failures: 0 }),
+            threshold: threshold.max(1),
+            open_for,
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether a call may go out now. In half-open state only one probe at a time does.
@@ -51,8 +57,12 @@ impl Breaker {
     pub fn on_failure(&self) {
         let mut s = self.lock();
         *s = match *s {
-            State::Closed { failures } if failures + 1 < self.threshold => State::Closed { failures: failures + 1 },
-            _ => State::Open { until: Instant::now() + self.open_for },
+            State::Closed { failures } if failures + 1 < self.threshold => State::Closed {
+                failures: failures + 1,
+            },
+            _ => State::Open {
+                until: Instant::now() + self.open_for,
+            },
         };
     }
 

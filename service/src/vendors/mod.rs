@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -50,11 +50,21 @@ impl VendorKind {
 enum Attempt {
     Ok(Value),
     /// Worth retrying: the vendor may answer next time.
-    Transient { outcome: &'static str, status: Option<u16>, timeout: bool },
+    Transient {
+        outcome: &'static str,
+        status: Option<u16>,
+        timeout: bool,
+    },
     /// The vendor refused the input.
-    Rejected { status: u16, code: String },
+    Rejected {
+        status: u16,
+        code: String,
+    },
     /// Not worth retrying and not the input's fault (garbage body, 429, other 5xx).
-    Failed { outcome: &'static str, status: Option<u16> },
+    Failed {
+        outcome: &'static str,
+        status: Option<u16>,
+    },
 }
 
 pub struct HttpVendor {
@@ -73,7 +83,13 @@ pub struct HttpVendor {
 
 impl HttpVendor {
     #[must_use]
-    pub fn new(kind: VendorKind, s: &VendorSettings, http: reqwest::Client, db: PgPool, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        kind: VendorKind,
+        s: &VendorSettings,
+        http: reqwest::Client,
+        db: PgPool,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let rate = NonZeroU32::new(s.rate_limit_per_second).unwrap_or(NonZeroU32::MIN);
         Self {
             kind,
@@ -107,55 +123,115 @@ impl HttpVendor {
             .await;
         let resp = match sent {
             Ok(r) => r,
-            Err(e) if e.is_timeout() => return Attempt::Transient { outcome: "timeout", status: None, timeout: true },
-            Err(_) => return Attempt::Transient { outcome: "connect_error", status: None, timeout: false },
+            Err(e) if e.is_timeout() => {
+                return Attempt::Transient {
+                    outcome: "timeout",
+                    status: None,
+                    timeout: true,
+                };
+            }
+            Err(_) => {
+                return Attempt::Transient {
+                    outcome: "connect_error",
+                    status: None,
+                    timeout: false,
+                };
+            }
         };
         let status = resp.status().as_u16();
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) if e.is_timeout() => return Attempt::Transient { outcome: "timeout", status: Some(status), timeout: true },
-            Err(_) => return Attempt::Transient { outcome: "connect_error", status: Some(status), timeout: false },
+            Err(e) if e.is_timeout() => {
+                return Attempt::Transient {
+                    outcome: "timeout",
+                    status: Some(status),
+                    timeout: true,
+                };
+            }
+            Err(_) => {
+                return Attempt::Transient {
+                    outcome: "connect_error",
+                    status: Some(status),
+                    timeout: false,
+                };
+            }
         };
         match status {
             200..=299 => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(v) => Attempt::Ok(v),
-                Err(_) => Attempt::Failed { outcome: "malformed", status: Some(status) },
+                Err(_) => Attempt::Failed {
+                    outcome: "malformed",
+                    status: Some(status),
+                },
             },
-            502..=504 => Attempt::Transient { outcome: "server_error", status: Some(status), timeout: false },
-            429 => Attempt::Failed { outcome: "rate_limited", status: Some(status) },
+            502..=504 => Attempt::Transient {
+                outcome: "server_error",
+                status: Some(status),
+                timeout: false,
+            },
+            429 => Attempt::Failed {
+                outcome: "rate_limited",
+                status: Some(status),
+            },
             400..=499 => {
                 let code = serde_json::from_slice::<Value>(&bytes)
                     .ok()
                     .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                    .filter(|c| c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
+                    .filter(|c| {
+                        c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    })
                     .unwrap_or_else(|| format!("HTTP_{status}"));
                 Attempt::Rejected { status, code }
             }
-            _ => Attempt::Failed { outcome: "server_error", status: Some(status) },
+            _ => Attempt::Failed {
+                outcome: "server_error",
+                status: Some(status),
+            },
         }
     }
 
     /// Full-jitter-free "equal jitter" backoff: half the exponential step fixed, half random.
     fn backoff(attempt: u32) -> Duration {
-        let step = Duration::from_millis(100).saturating_mul(1 << attempt.min(5)).min(Duration::from_secs(2));
+        let step = Duration::from_millis(100)
+            .saturating_mul(1 << attempt.min(5))
+            .min(Duration::from_secs(2));
         let half = step / 2;
         half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
     }
 
     /// Posts `body` to `path` with the quota, breaker and retry policy, recording each attempt.
-    async fn call<T: DeserializeOwned>(&self, request_id: Uuid, path: &str, body: &Value) -> Result<T, VendorError> {
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request_id: Uuid,
+        path: &str,
+        body: &Value,
+    ) -> Result<T, VendorError> {
         let vendor = self.kind.as_str();
-        if !self.breaker.allow() {
-            self.metrics.vendor_calls_total.with_label_values(&[vendor, "circuit_open"]).inc();
-            return Err(VendorError::Unavailable);
-        }
         let permit = tokio::time::timeout(self.timeout, self.slots.acquire()).await;
         let Ok(Ok(_permit)) = permit else {
-            self.metrics.vendor_calls_total.with_label_values(&[vendor, "quota_exhausted"]).inc();
+            self.metrics
+                .vendor_calls_total
+                .with_label_values(&[vendor, "quota_exhausted"])
+                .inc();
             return Err(VendorError::Unavailable);
         };
-        if tokio::time::timeout(self.timeout, self.quota.until_ready()).await.is_err() {
-            self.metrics.vendor_calls_total.with_label_values(&[vendor, "quota_exhausted"]).inc();
+        if tokio::time::timeout(self.timeout, self.quota.until_ready())
+            .await
+            .is_err()
+        {
+            self.metrics
+                .vendor_calls_total
+                .with_label_values(&[vendor, "quota_exhausted"])
+                .inc();
+            return Err(VendorError::Unavailable);
+        }
+        // Asked last, so a half-open probe is only claimed by a call that will really go out
+        // and report back.
+        if !self.breaker.allow() {
+            self.metrics
+                .vendor_calls_total
+                .with_label_values(&[vendor, "circuit_open"])
+                .inc();
             return Err(VendorError::Unavailable);
         }
         let mut attempt_no = 1;
@@ -165,12 +241,31 @@ impl HttpVendor {
             let elapsed = started.elapsed();
             let (outcome, status, code) = match &result {
                 Attempt::Ok(_) => ("ok", Some(200), None),
-                Attempt::Transient { outcome, status, .. } | Attempt::Failed { outcome, status } => (*outcome, *status, None),
-                Attempt::Rejected { status, code } => ("rejected", Some(*status), Some(code.clone())),
+                Attempt::Transient {
+                    outcome, status, ..
+                }
+                | Attempt::Failed { outcome, status } => (*outcome, *status, None),
+                Attempt::Rejected { status, code } => {
+                    ("rejected", Some(*status), Some(code.clone()))
+                }
             };
-            self.metrics.vendor_calls_total.with_label_values(&[vendor, outcome]).inc();
-            self.metrics.vendor_call_duration_seconds.with_label_values(&[vendor]).observe(elapsed.as_secs_f64());
-            self.record(request_id, attempt_no, outcome, status, code.as_deref(), elapsed).await;
+            self.metrics
+                .vendor_calls_total
+                .with_label_values(&[vendor, outcome])
+                .inc();
+            self.metrics
+                .vendor_call_duration_seconds
+                .with_label_values(&[vendor])
+                .observe(elapsed.as_secs_f64());
+            self.record(
+                request_id,
+                attempt_no,
+                outcome,
+                status,
+                code.as_deref(),
+                elapsed,
+            )
+            .await;
             match result {
                 Attempt::Ok(v) => {
                     self.breaker.on_success();
@@ -189,7 +284,11 @@ impl HttpVendor {
                 }
                 Attempt::Transient { timeout, .. } => {
                     self.breaker.on_failure();
-                    return Err(if timeout { VendorError::Timeout } else { VendorError::Unavailable });
+                    return Err(if timeout {
+                        VendorError::Timeout
+                    } else {
+                        VendorError::Unavailable
+                    });
                 }
                 Attempt::Failed { .. } => {
                     self.breaker.on_failure();
@@ -199,7 +298,15 @@ impl HttpVendor {
         }
     }
 
-    async fn record(&self, request_id: Uuid, attempt: u32, outcome: &str, status: Option<u16>, code: Option<&str>, elapsed: Duration) {
+    async fn record(
+        &self,
+        request_id: Uuid,
+        attempt: u32,
+        outcome: &str,
+        status: Option<u16>,
+        code: Option<&str>,
+        elapsed: Duration,
+    ) {
         let saved = crate::store::vendor_calls::record(
             &self.db,
             request_id,
@@ -227,13 +334,19 @@ pub struct VendorSet {
 impl VendorSet {
     /// # Errors
     /// When the HTTP client cannot be built (TLS setup).
-    pub fn new(s: &ThirdPartySettings, db: &PgPool, metrics: &Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        s: &ThirdPartySettings,
+        db: &PgPool,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("kyc-service/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        let make = |kind, v: &VendorSettings| HttpVendor::new(kind, v, http.clone(), db.clone(), metrics.clone());
+        let make = |kind, v: &VendorSettings| {
+            HttpVendor::new(kind, v, http.clone(), db.clone(), metrics.clone())
+        };
         Ok(Self {
             ocr: make(VendorKind::Ocr, &s.ocr_service),
             face: make(VendorKind::Face, &s.face_service),
@@ -249,16 +362,39 @@ struct FaceScore {
 
 #[async_trait]
 impl Vendors for VendorSet {
-    async fn read_id_card(&self, request_id: Uuid, image: &[u8]) -> Result<OcrReading, VendorError> {
-        self.ocr.call(request_id, "/v1/idcard/ocr", &json!({ "image": STANDARD.encode(image), "side": "front" })).await
+    async fn read_id_card(
+        &self,
+        request_id: Uuid,
+        image: &[u8],
+    ) -> Result<OcrReading, VendorError> {
+        self.ocr
+            .call(
+                request_id,
+                "/v1/idcard/ocr",
+                &json!({ "image": STANDARD.encode(image), "side": "front" }),
+            )
+            .await
     }
 
-    async fn compare_faces(&self, request_id: Uuid, a: &[u8], b: &[u8]) -> Result<f64, VendorError> {
+    async fn compare_faces(
+        &self,
+        request_id: Uuid,
+        a: &[u8],
+        b: &[u8],
+    ) -> Result<f64, VendorError> {
         let r: FaceScore = self
             .face
-            .call(request_id, "/v1/face/compare", &json!({ "image_a": STANDARD.encode(a), "image_b": STANDARD.encode(b) }))
+            .call(
+                request_id,
+                "/v1/face/compare",
+                &json!({ "image_a": STANDARD.encode(a), "image_b": STANDARD.encode(b) }),
+            )
             .await?;
-        if (0.0..=1.0).contains(&r.score) { Ok(r.score) } else { Err(VendorError::Unavailable) }
+        if (0.0..=1.0).contains(&r.score) {
+            Ok(r.score)
+        } else {
+            Err(VendorError::Unavailable)
+        }
     }
 }
 
@@ -270,7 +406,8 @@ mod tests {
     fn backoff_grows_and_stays_bounded() {
         for attempt in 0..10 {
             let d = HttpVendor::backoff(attempt);
-            let step = std::time::Duration::from_millis(100 * (1 << attempt.min(5))).min(std::time::Duration::from_secs(2));
+            let step = std::time::Duration::from_millis(100 * (1 << attempt.min(5)))
+                .min(std::time::Duration::from_secs(2));
             assert!(d >= step / 2 && d <= step, "attempt {attempt}: {d:?}");
         }
     }
