@@ -20,6 +20,10 @@ bin="target/$profile"
 
 fixtures=.tmp/fixtures
 "$bin/kyc-sandbox" fixtures --name 张三 --id 11010519491231002X --out "$fixtures" >/dev/null
+# The body of the seed's section 6.1 `ab -T 'multipart/form-data' -p ocr_request.txt` (the service
+# reads the boundary from the body's first line, since ab sends no boundary parameter).
+{ printf -- '--kycboundary\r\nContent-Disposition: form-data; name="image"; filename="idcard.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+  cat "$fixtures/idcard.jpg"; printf -- '\r\n--kycboundary--\r\n'; } > "$fixtures/ocr_request.txt"
 "$bin/kyc-sandbox" serve --listen 127.0.0.1:9100 > .tmp/kyc-sandbox.log 2>&1 &
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null || true' EXIT
@@ -43,5 +47,6 @@ cat <<MSG
   curl -X POST http://localhost:8080/api/v1/kyc/verify -H "Authorization: Bearer \$TOKEN" -H "Idempotency-Key: kyc-123456" \\
     -F "idcard_image=@idcard.jpg" -F "face_image=@face.jpg" -F "name=张三" -F "idcard=11010519491231002X" -F "phone=13800138000"
   curl http://localhost:8080/api/v1/kyc/status/<request_id> -H "Authorization: Bearer \$TOKEN"
+  ab -n 1000 -c 10 -T 'multipart/form-data' -H "Authorization: Bearer \$TOKEN" -p ocr_request.txt http://localhost:8080/api/v1/kyc/ocr
 MSG
 "$bin/kyc-service" --config config.yaml

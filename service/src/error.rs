@@ -152,6 +152,11 @@ impl IntoResponse for AppError {
             Self::OAuth { description, .. } => {
                 json!({ "error": code, "error_description": description, "request_id": request_id })
             }
+            Self::Field { field, .. } => json!({
+                "success": false,
+                "error": { "code": code, "message": self.message(), "field": field },
+                "request_id": request_id,
+            }),
             _ => {
                 json!({ "success": false, "error": { "code": code, "message": self.message() }, "request_id": request_id })
             }

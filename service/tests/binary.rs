@@ -89,7 +89,15 @@ async fn migrate_and_clients_subcommands_manage_the_database() {
         )
     };
     let (ok, stdout, _) = run(&["migrate"]);
-    assert!(ok && stdout.contains("schema version 7"), "{stdout}");
+    let latest = kyc_service::store::MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .max()
+        .expect("migrations exist");
+    assert!(
+        ok && stdout.contains(&format!("schema version {latest}")),
+        "{stdout}"
+    );
     let (ok, stdout, stderr) = run(&[
         "clients",
         "create",
@@ -242,5 +250,125 @@ async fn the_log_file_masks_pii_and_sigterm_shuts_down_cleanly() {
     }
     assert!(log.contains("shutting down"), "{log}");
     std::fs::remove_dir_all(logs).expect("cleanup");
+    drop_database(db);
+}
+
+#[tokio::test]
+async fn a_request_cut_off_by_kill_9_reaches_a_terminal_status_after_restart() {
+    let sandbox = common::sandbox::Sandbox::start().await;
+    sandbox.faults(json!({"ocr": {"latency_ms": 30_000}})).await;
+    let db = create_database().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let start = || {
+        kyc_service()
+            .env("KYC__DATABASE__DBNAME", &db)
+            .env("KYC__HOST", "127.0.0.1")
+            .env("KYC__PORT", port.to_string())
+            .env("KYC__LOG__DIR", std::env::temp_dir().join("kyc-kill-logs"))
+            .env("KYC__HTTP__REQUEST_TIMEOUT", "1s")
+            .env("KYC__THIRD_PARTY__OCR_SERVICE__URL", &sandbox.url)
+            .env("KYC__THIRD_PARTY__FACE_SERVICE__URL", &sandbox.url)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starts")
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let wait_up = || async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.get(format!("{base}/health")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "service did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let mut child = start();
+    wait_up().await;
+    let token: Value = http
+        .post(format!("{base}/api/v1/auth/token"))
+        .json(&json!({"grant_type":"client_credentials","client_id":"kyc-client","client_secret":"kyc-client-secret"}))
+        .send()
+        .await
+        .expect("token")
+        .json()
+        .await
+        .expect("json");
+    let token = token["access_token"].as_str().expect("token").to_owned();
+    let form = reqwest::multipart::Form::new()
+        .part(
+            "idcard_image",
+            reqwest::multipart::Part::bytes(sandbox.fixture("idcard.jpg")).file_name("a.jpg"),
+        )
+        .part(
+            "face_image",
+            reqwest::multipart::Part::bytes(sandbox.fixture("face.jpg")).file_name("b.jpg"),
+        )
+        .text("name", "张三")
+        .text("idcard", "11010519491231002X")
+        .text("phone", "13800138000");
+    // The request is accepted (its row is written) and then the process dies under it.
+    let pending = tokio::spawn(
+        http.post(format!("{base}/api/v1/kyc/verify"))
+            .bearer_auth(&token)
+            .multipart(form)
+            .send(),
+    );
+    let row = async {
+        loop {
+            let settings = common::settings_with(&[("KYC__DATABASE__DBNAME", db.clone())]);
+            let pool = kyc_service::store::pool(&settings.database, Duration::from_secs(5));
+            let found: Option<(uuid::Uuid, String)> =
+                sqlx::query_as("SELECT id, status FROM kyc_requests LIMIT 1")
+                    .fetch_optional(&pool)
+                    .await
+                    .expect("select");
+            pool.close().await;
+            if let Some(found) = found {
+                return found;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (id, status) = tokio::time::timeout(Duration::from_secs(10), row)
+        .await
+        .expect("the request was recorded");
+    assert_eq!(status, "processing");
+    Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let _ = child.wait();
+    let _ = pending.await;
+
+    let mut child = start();
+    wait_up().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let body = loop {
+        let body: Value = http
+            .get(format!("{base}/api/v1/kyc/status/{id}"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("json");
+        if body["status"] != "processing" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still processing: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(body["status"], "error");
+    assert_eq!(body["reasons"], json!(["INTERRUPTED"]));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    let _ = child.wait();
     drop_database(db);
 }

@@ -21,6 +21,10 @@ pub fn router(state: AppState) -> Router {
         .route("/ocr", post(kyc::ocr))
         .route("/face/verify", post(kyc::face_verify))
         .route("/verify", post(kyc::verify))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.settings.http.upload_body_limit,
+            upload::infer_boundary,
+        ))
         .layer(DefaultBodyLimit::max(state.settings.http.upload_body_limit));
     let kyc = Router::new()
         .route("/status/{id}", get(kyc::status))

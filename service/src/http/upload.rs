@@ -174,6 +174,54 @@ pub fn sniff_image(data: &[u8]) -> Option<&'static str> {
     }
 }
 
+/// For `multipart/form-data` without a `boundary` parameter (as `ab -T 'multipart/form-data'`
+/// sends, in the seed's section 6.1), takes the boundary from the body's first line.
+pub async fn infer_boundary(
+    axum::extract::State(limit): axum::extract::State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Result<axum::response::Response, AppError> {
+    use axum::http::header::CONTENT_TYPE;
+    let needs = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let ct = ct.to_ascii_lowercase();
+            ct.starts_with("multipart/form-data") && !ct.contains("boundary=")
+        });
+    if !needs {
+        return Ok(next.run(req).await);
+    }
+    let (mut parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| AppError::PayloadTooLarge { limit })?;
+    let boundary = bytes
+        .strip_prefix(b"--")
+        .and_then(|rest| rest.split(|b| *b == b'\n').next())
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .filter(|b| !b.is_empty() && b.len() <= 70 && b.iter().all(|c| c.is_ascii_graphic()))
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .ok_or_else(|| AppError::BadRequest {
+            code: "MULTIPART_INVALID",
+            message: "no multipart boundary found".into(),
+        })?;
+    let value =
+        axum::http::HeaderValue::from_str(&format!("multipart/form-data; boundary={boundary}"))
+            .map_err(|_| AppError::BadRequest {
+                code: "MULTIPART_INVALID",
+                message: "invalid multipart boundary".into(),
+            })?;
+    parts.headers.insert(CONTENT_TYPE, value);
+    Ok(next
+        .run(axum::extract::Request::from_parts(
+            parts,
+            axum::body::Body::from(bytes),
+        ))
+        .await)
+}
+
 #[cfg(test)]
 mod tests {
     use super::sniff_image;
