@@ -257,6 +257,7 @@ async fn the_log_file_masks_pii_and_sigterm_shuts_down_cleanly() {
 async fn a_request_cut_off_by_kill_9_reaches_a_terminal_status_after_restart() {
     let sandbox = common::sandbox::Sandbox::start().await;
     sandbox.faults(json!({"ocr": {"latency_ms": 30_000}})).await;
+    let logs = std::env::temp_dir().join(format!("kyc-kill-logs-{}", uuid::Uuid::new_v4()));
     let db = create_database().await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -268,7 +269,7 @@ async fn a_request_cut_off_by_kill_9_reaches_a_terminal_status_after_restart() {
             .env("KYC__DATABASE__DBNAME", &db)
             .env("KYC__HOST", "127.0.0.1")
             .env("KYC__PORT", port.to_string())
-            .env("KYC__LOG__DIR", std::env::temp_dir().join("kyc-kill-logs"))
+            .env("KYC__LOG__DIR", &logs)
             .env("KYC__HTTP__REQUEST_TIMEOUT", "1s")
             .env("KYC__THIRD_PARTY__OCR_SERVICE__URL", &sandbox.url)
             .env("KYC__THIRD_PARTY__FACE_SERVICE__URL", &sandbox.url)

@@ -124,14 +124,69 @@ fn vendor_failure(e: &VendorError, request_id: Uuid) -> Response {
     resp
 }
 
-/// Runs the guarded work on its own task: a client that hangs up does not cancel a request the
-/// service has accepted, so its row always reaches a terminal status.
-async fn detached<F>(work: F) -> Result<Response, AppError>
+/// What every upload endpoint does first: the scope, the Idempotency-Key, the multipart body
+/// (with its limits) and the payload fingerprint.
+struct Intake {
+    up: Upload,
+    key: Option<String>,
+    fingerprint: Vec<u8>,
+}
+
+impl Intake {
+    async fn read(
+        st: &AppState,
+        caller: &Caller,
+        headers: &HeaderMap,
+        mp: Result<Multipart, MultipartRejection>,
+        path: &str,
+        files: &[&str],
+    ) -> Result<Self, AppError> {
+        require(caller, Scope::KycWrite)?;
+        let key = idempotency::key(headers)?;
+        let limits = (
+            st.settings.kyc.max_image_bytes,
+            st.settings.http.upload_body_limit,
+        );
+        let up = Upload::read(multipart(mp)?, files, limits.0, limits.1).await?;
+        let fingerprint = up.fingerprint("POST", path);
+        Ok(Self {
+            up,
+            key,
+            fingerprint,
+        })
+    }
+
+    fn origin(&self, caller: &Caller) -> Result<Origin, AppError> {
+        Ok(Origin {
+            client_id: caller.client_id.clone(),
+            user_id: user_id(&self.up, caller)?,
+            idempotency_key: self.key.clone(),
+        })
+    }
+}
+
+/// Runs `work` at most once per Idempotency-Key, on its own task: a client that hangs up does
+/// not cancel a request the service has accepted, so its row always reaches a terminal status.
+async fn run_once<F, Fut>(
+    st: AppState,
+    client_id: String,
+    intake_key: Option<String>,
+    fingerprint: Vec<u8>,
+    work: F,
+) -> Result<Response, AppError>
 where
-    F: std::future::Future<Output = Result<Response, AppError>> + Send + 'static,
+    F: FnOnce(AppState) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = (Response, Option<Uuid>)> + Send,
 {
     let request_id = crate::error::current_request_id();
-    tokio::spawn(crate::error::REQUEST_ID.scope(request_id, work))
+    let task = async move {
+        let for_work = st.clone();
+        idempotency::guard(&st, &client_id, intake_key, fingerprint, move || {
+            work(for_work)
+        })
+        .await
+    };
+    tokio::spawn(crate::error::REQUEST_ID.scope(request_id, task))
         .await
         .map_err(|e| AppError::Internal(format!("request task failed: {e}")))?
 }
@@ -143,24 +198,16 @@ pub async fn ocr(
     headers: HeaderMap,
     mp: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
-    require(&caller, Scope::KycWrite)?;
-    let key = idempotency::key(&headers)?;
-    let mut up = Upload::read(
-        multipart(mp)?,
-        &["image"],
-        st.settings.kyc.max_image_bytes,
-        st.settings.http.upload_body_limit,
-    )
-    .await?;
-    let fingerprint = up.fingerprint("POST", "/api/v1/kyc/ocr");
-    let image = up.image("image")?;
-    let origin = Origin {
-        client_id: caller.client_id.clone(),
-        user_id: user_id(&up, &caller)?,
-        idempotency_key: key.clone(),
-    };
-    detached(async move {
-        idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
+    let mut intake =
+        Intake::read(&st, &caller, &headers, mp, "/api/v1/kyc/ocr", &["image"]).await?;
+    let image = intake.up.image("image")?;
+    let origin = intake.origin(&caller)?;
+    run_once(
+        st,
+        caller.client_id,
+        intake.key,
+        intake.fingerprint,
+        move |st| async move {
             match workflow::read_id_card(
                 st.requests.as_ref(),
                 st.vendors.as_ref(),
@@ -188,9 +235,8 @@ pub async fn ocr(
                     (Json(body).into_response(), Some(v.request_id))
                 }
             }
-        })
-        .await
-    })
+        },
+    )
     .await
 }
 
@@ -201,24 +247,23 @@ pub async fn face_verify(
     headers: HeaderMap,
     mp: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
-    require(&caller, Scope::KycWrite)?;
-    let key = idempotency::key(&headers)?;
-    let mut up = Upload::read(
-        multipart(mp)?,
+    let mut intake = Intake::read(
+        &st,
+        &caller,
+        &headers,
+        mp,
+        "/api/v1/kyc/face/verify",
         &["image1", "image2"],
-        st.settings.kyc.max_image_bytes,
-        st.settings.http.upload_body_limit,
     )
     .await?;
-    let fingerprint = up.fingerprint("POST", "/api/v1/kyc/face/verify");
-    let (a, b) = (up.image("image1")?, up.image("image2")?);
-    let origin = Origin {
-        client_id: caller.client_id.clone(),
-        user_id: user_id(&up, &caller)?,
-        idempotency_key: key.clone(),
-    };
-    detached(async move {
-        idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
+    let (a, b) = (intake.up.image("image1")?, intake.up.image("image2")?);
+    let origin = intake.origin(&caller)?;
+    run_once(
+        st,
+        caller.client_id,
+        intake.key,
+        intake.fingerprint,
+        move |st| async move {
             let pol = policy(&st);
             match workflow::compare_faces(
                 st.requests.as_ref(),
@@ -245,9 +290,8 @@ pub async fn face_verify(
                     (Json(body).into_response(), Some(v.request_id))
                 }
             }
-        })
-        .await
-    })
+        },
+    )
     .await
 }
 
@@ -258,16 +302,16 @@ pub async fn verify(
     headers: HeaderMap,
     mp: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, AppError> {
-    require(&caller, Scope::KycWrite)?;
-    let key = idempotency::key(&headers)?;
-    let mut up = Upload::read(
-        multipart(mp)?,
+    let mut intake = Intake::read(
+        &st,
+        &caller,
+        &headers,
+        mp,
+        "/api/v1/kyc/verify",
         &["idcard_image", "face_image"],
-        st.settings.kyc.max_image_bytes,
-        st.settings.http.upload_body_limit,
     )
     .await?;
-    let fingerprint = up.fingerprint("POST", "/api/v1/kyc/verify");
+    let up = &mut intake.up;
     let name = ChineseName::parse(up.text("name").ok_or_else(|| missing("name"))?)
         .map_err(|e| invalid("name", "NAME_INVALID", e.to_string()))?;
     let id_number = up
@@ -296,15 +340,15 @@ pub async fn verify(
         face_image: up.image("face_image")?,
         liveness_session_id,
     };
-    let origin = Origin {
-        client_id: caller.client_id.clone(),
-        user_id: user_id(&up, &caller)?,
-        idempotency_key: key.clone(),
-    };
-    detached(async move {
-        idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
+    let origin = intake.origin(&caller)?;
+    run_once(
+        st,
+        caller.client_id,
+        intake.key,
+        intake.fingerprint,
+        move |st| async move {
             let pol = policy(&st);
-            let verdict = workflow::verify(
+            match workflow::verify(
                 st.requests.as_ref(),
                 st.liveness.as_ref(),
                 st.vendors.as_ref(),
@@ -312,8 +356,8 @@ pub async fn verify(
                 &origin,
                 submission,
             )
-            .await;
-            match verdict {
+            .await
+            {
                 Err(e) => (AppError::from(e).into_response(), None),
                 Ok(v) => {
                     let (code, message) = match v.status {
@@ -339,8 +383,7 @@ pub async fn verify(
                     (resp, Some(v.request_id))
                 }
             }
-        })
-        .await
-    })
+        },
+    )
     .await
 }

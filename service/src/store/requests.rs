@@ -69,8 +69,18 @@ impl RequestStore for PgRequestStore {
         .bind(r.idempotency_key.as_deref().map(|k| hex::encode(crate::crypto::sha256(k.as_bytes()))))
         .execute(&self.db)
         .await
-        .map(|_| ())
-        .map_err(|e| store_error(&e))
+        .map_err(|e| store_error(&e))?;
+        let details =
+            serde_json::json!({ "type": r.request_type.as_str(), "status": "processing" });
+        super::audit::record(
+            &self.db,
+            &r.client_id,
+            "kyc_request.processing",
+            Some(&r.id.to_string()),
+            None,
+            details,
+        )
+        .await
     }
 
     async fn finish(
