@@ -46,6 +46,10 @@ pub struct AppState {
     pub liveness: Arc<dyn LivenessSessions>,
     pub vendors: Arc<VendorSet>,
     pub active_clients: Arc<ActiveClients>,
+    /// Accepted KYC work, running on its own tasks: drained on shutdown.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// How many uploads may be in progress at once.
+    pub upload_slots: Arc<tokio::sync::Semaphore>,
     pub started: Instant,
 }
 
@@ -85,6 +89,8 @@ impl AppState {
             liveness: pg_store,
             vendors: Arc::new(vendors),
             active_clients: Arc::new(ActiveClients::new(Duration::from_secs(10))),
+            tasks: tokio_util::task::TaskTracker::new(),
+            upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_SLOTS)),
             started: Instant::now(),
         })
     }
@@ -235,6 +241,8 @@ pub async fn serve(
         }
     });
     let _stop_maintenance = AbortOnDrop(maintenance);
+    let tasks = state.tasks.clone();
+    let request_timeout = state.settings.http.request_timeout;
     let app = crate::http::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -243,16 +251,31 @@ pub async fn serve(
         let _ = tx.send(());
     });
     let mut server = std::pin::pin!(server.into_future());
-    tokio::select! {
+    let served = tokio::select! {
         r = &mut server => r,
         () = async { let _ = rx.await; tokio::time::sleep(grace).await; } => {
             tracing::warn!(?grace, "shutdown grace period over: closing remaining connections");
             Ok(())
         }
+    };
+    // Accepted KYC work finishes (within its own budget) before the process goes.
+    tasks.close();
+    if tokio::time::timeout(request_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            left = tasks.len(),
+            "shutdown: accepted requests still running were cut off"
+        );
     }
+    served
 }
 
 const MAINTENANCE_EVERY: Duration = Duration::from_secs(15);
+
+/// Uploads in progress at once (each holds up to a few images in memory).
+const UPLOAD_SLOTS: usize = 64;
 
 /// Stops an owned background task when the server stops.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);

@@ -17,6 +17,8 @@ use crate::kyc::ports::StoreError;
 tokio::task_local! {
     /// The current request's id, set by the request middleware for everything that runs inside it.
     pub static REQUEST_ID: String;
+    /// When the current request's time is up (its arrival plus `http.request_timeout`).
+    pub static REQUEST_DEADLINE: tokio::time::Instant;
 }
 
 /// The current request id, or an empty string outside a request.

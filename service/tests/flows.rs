@@ -613,3 +613,27 @@ async fn the_seed_ab_upload_without_a_boundary_parameter_works() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.expect("json")["id_card"], ID);
 }
+
+#[tokio::test]
+async fn a_misconfigured_vendor_key_is_an_error_not_a_verdict_on_the_person() {
+    let s = Stack::start_with(&[(
+        "KYC__THIRD_PARTY__OCR_SERVICE__API_KEY",
+        "not-the-sandbox-key".into(),
+    )])
+    .await;
+    let (code, body) = s.verify(NAME, ID, "face.jpg").await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (503, Some("error")),
+        "{body}"
+    );
+    assert_eq!(body["reasons"], json!(["VENDOR_UNAVAILABLE"]));
+    let ocr: Vec<String> = s
+        .vendor_calls(&body)
+        .await
+        .into_iter()
+        .filter(|(v, _, _)| v == "ocr")
+        .map(|(_, _, o)| o)
+        .collect();
+    assert_eq!(ocr, ["client_error"], "a 401 is not retried");
+}

@@ -91,18 +91,18 @@ where
                 message: "this Idempotency-Key was used with a different request payload",
             })
         }
-        Begin::Proceed => {
+        Begin::Proceed(owner) => {
             let (resp, request_id) = work().await;
             let (parts, body) = resp.into_parts();
             let bytes = match to_bytes(body, MAX_STORED_BODY).await {
                 Ok(b) => b,
                 Err(_) => {
-                    idempotency::release(&st.db, client_id, &key).await?;
+                    idempotency::release(&st.db, client_id, &key, owner).await?;
                     return Err(AppError::Internal("response too large to store".into()));
                 }
             };
             if parts.status.is_server_error() {
-                idempotency::release(&st.db, client_id, &key).await?;
+                idempotency::release(&st.db, client_id, &key, owner).await?;
             } else {
                 let content_type = parts
                     .headers
@@ -115,9 +115,16 @@ where
                     content_type,
                     body: bytes.to_vec(),
                 };
-                idempotency::complete(&st.db, &st.keys, client_id, &key, request_id, &stored)
-                    .await?;
-                m.with_label_values(&["stored"]).inc();
+                // The work is done: its answer goes to the client even if it cannot be stored
+                // (a retry then finds the key in flight until the lock times out).
+                match idempotency::complete(
+                    &st.db, &st.keys, client_id, &key, owner, request_id, &stored,
+                )
+                .await
+                {
+                    Ok(()) => m.with_label_values(&["stored"]).inc(),
+                    Err(e) => tracing::warn!(error = %e, "idempotent answer not stored"),
+                }
             }
             Ok(Response::from_parts(parts, Body::from(bytes)))
         }

@@ -78,16 +78,20 @@ fn user_id(up: &Upload, caller: &Caller) -> Result<String, AppError> {
     }
 }
 
+/// The decision's knobs, with the time left to this request (from its arrival) less a margin to
+/// record the verdict and answer.
 fn policy(st: &AppState) -> Policy {
+    let timeout = st.settings.http.request_timeout;
+    let deadline = crate::error::REQUEST_DEADLINE
+        .try_with(|d| *d)
+        .unwrap_or_else(|_| tokio::time::Instant::now() + timeout);
+    let margin = std::time::Duration::from_millis(500).min(timeout / 4);
     Policy {
         face_threshold: st.settings.kyc.face_threshold,
         require_liveness: st.settings.kyc.require_liveness,
-        // Leaves time to record the verdict and answer before the request timeout.
-        budget: st
-            .settings
-            .http
-            .request_timeout
-            .saturating_sub(std::time::Duration::from_millis(500)),
+        budget: deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .saturating_sub(margin),
     }
 }
 
@@ -175,18 +179,29 @@ async fn run_once<F, Fut>(
     work: F,
 ) -> Result<Response, AppError>
 where
-    F: FnOnce(AppState) -> Fut + Send + 'static,
+    F: FnOnce(AppState, Policy) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = (Response, Option<Uuid>)> + Send,
 {
+    // Accepted work is bounded: beyond this many at once, new uploads are turned away.
+    let slot = st
+        .upload_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| AppError::Unavailable("the KYC service (busy)"))?;
     let request_id = crate::error::current_request_id();
+    let pol = policy(&st);
+    let tasks = st.tasks.clone();
     let task = async move {
         let for_work = st.clone();
-        idempotency::guard(&st, &client_id, intake_key, fingerprint, move || {
-            work(for_work)
+        let answer = idempotency::guard(&st, &client_id, intake_key, fingerprint, move || {
+            work(for_work, pol)
         })
-        .await
+        .await;
+        drop(slot);
+        answer
     };
-    tokio::spawn(crate::error::REQUEST_ID.scope(request_id, task))
+    tasks
+        .spawn(crate::error::REQUEST_ID.scope(request_id, task))
         .await
         .map_err(|e| AppError::Internal(format!("request task failed: {e}")))?
 }
@@ -207,11 +222,11 @@ pub async fn ocr(
         caller.client_id,
         intake.key,
         intake.fingerprint,
-        move |st| async move {
+        move |st, pol| async move {
             match workflow::read_id_card(
                 st.requests.as_ref(),
                 st.vendors.as_ref(),
-                policy(&st).budget,
+                pol.budget,
                 &origin,
                 &image,
             )
@@ -263,8 +278,7 @@ pub async fn face_verify(
         caller.client_id,
         intake.key,
         intake.fingerprint,
-        move |st| async move {
-            let pol = policy(&st);
+        move |st, pol| async move {
             match workflow::compare_faces(
                 st.requests.as_ref(),
                 st.vendors.as_ref(),
@@ -346,8 +360,7 @@ pub async fn verify(
         caller.client_id,
         intake.key,
         intake.fingerprint,
-        move |st| async move {
-            let pol = policy(&st);
+        move |st, pol| async move {
             match workflow::verify(
                 st.requests.as_ref(),
                 st.liveness.as_ref(),

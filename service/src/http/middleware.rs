@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::error::{AppError, REQUEST_ID};
+use crate::error::{AppError, REQUEST_DEADLINE, REQUEST_ID};
 use crate::store::redis::RateDecision;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,13 +51,15 @@ pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Re
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let timeout = st.settings.http.request_timeout;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let run = async move {
+        match tokio::time::timeout_at(deadline, next.run(req)).await {
+            Ok(resp) => resp,
+            Err(_) => AppError::Timeout.into_response(),
+        }
+    };
     let mut resp = REQUEST_ID
-        .scope(id.clone(), async move {
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(resp) => resp,
-                Err(_) => AppError::Timeout.into_response(),
-            }
-        })
+        .scope(id.clone(), REQUEST_DEADLINE.scope(deadline, run))
         .await;
     let elapsed = started.elapsed();
     let endpoint = resp

@@ -22,6 +22,10 @@ pub trait RequestStore: Send + Sync {
     /// Records a new request in `processing`.
     async fn create(&self, request: &NewKycRequest) -> Result<(), StoreError>;
 
+    /// The status and reasons a request ended with (to answer truthfully when `finish` finds the
+    /// row already finished by the abandoned-request sweep).
+    async fn verdict_of(&self, id: Uuid) -> Result<Option<(Status, Vec<ReasonCode>)>, StoreError>;
+
     /// Moves a request to a terminal status. Returns false if it was not `pending`/`processing`.
     async fn finish(
         &self,
@@ -122,8 +126,19 @@ pub trait LivenessSessions: Send + Sync {
 
 #[async_trait]
 pub trait Vendors: Send + Sync {
-    async fn read_id_card(&self, request_id: Uuid, image: &[u8])
-    -> Result<OcrReading, VendorError>;
-    async fn compare_faces(&self, request_id: Uuid, a: &[u8], b: &[u8])
-    -> Result<f64, VendorError>;
+    /// Reads an ID card; the vendor gives up (as `Timeout`) by `deadline`.
+    async fn read_id_card(
+        &self,
+        request_id: Uuid,
+        image: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<OcrReading, VendorError>;
+    /// Compares two faces; the vendor gives up (as `Timeout`) by `deadline`.
+    async fn compare_faces(
+        &self,
+        request_id: Uuid,
+        a: &[u8],
+        b: &[u8],
+        deadline: tokio::time::Instant,
+    ) -> Result<f64, VendorError>;
 }

@@ -53,6 +53,33 @@ fn vendor_failure(e: &VendorError, unreadable: ReasonCode) -> (Status, ReasonCod
     }
 }
 
+/// Records the verdict. If the row was already finished (the abandoned-request sweep got there
+/// first), the stored verdict is the truth and is what the caller answers with.
+async fn settle(
+    store: &dyn RequestStore,
+    id: Uuid,
+    status: Status,
+    reasons: Vec<ReasonCode>,
+    result: &serde_json::Value,
+) -> Result<Verdict, StoreError> {
+    if store.finish(id, status, &reasons, result).await? {
+        return Ok(Verdict {
+            request_id: id,
+            status,
+            reasons,
+        });
+    }
+    let (status, reasons) = store
+        .verdict_of(id)
+        .await?
+        .unwrap_or((Status::Error, vec![ReasonCode::Interrupted]));
+    Ok(Verdict {
+        request_id: id,
+        status,
+        reasons,
+    })
+}
+
 async fn open(
     store: &dyn RequestStore,
     origin: &Origin,
@@ -98,7 +125,7 @@ pub async fn read_id_card(
 ) -> Result<(Verdict, Result<OcrReading, VendorError>), StoreError> {
     let deadline = tokio::time::Instant::now() + budget;
     let id = open(store, origin, RequestType::Ocr).await?;
-    let reading = within(deadline, vendors.read_id_card(id, image)).await;
+    let reading = within(deadline, vendors.read_id_card(id, image, deadline)).await;
     let (status, reasons, result) = match &reading {
         Ok(r) => (
             Status::Success,
@@ -110,15 +137,13 @@ pub async fn read_id_card(
             (s, vec![reason], json!({ "vendor_error": e.to_string() }))
         }
     };
-    store.finish(id, status, &reasons, &result).await?;
-    Ok((
-        Verdict {
-            request_id: id,
-            status,
-            reasons,
-        },
-        reading,
-    ))
+    let verdict = settle(store, id, status, reasons, &result).await?;
+    let reading = if verdict.status == status {
+        reading
+    } else {
+        Err(VendorError::Timeout)
+    };
+    Ok((verdict, reading))
 }
 
 /// Compares two face images against the configured threshold.
@@ -135,7 +160,7 @@ pub async fn compare_faces(
 ) -> Result<(Verdict, Result<f64, VendorError>), StoreError> {
     let deadline = tokio::time::Instant::now() + policy.budget;
     let id = open(store, origin, RequestType::Face).await?;
-    let score = within(deadline, vendors.compare_faces(id, a, b)).await;
+    let score = within(deadline, vendors.compare_faces(id, a, b, deadline)).await;
     let (status, reasons) = match &score {
         Ok(s) if *s >= policy.face_threshold => (Status::Success, vec![]),
         Ok(_) => (Status::Failed, vec![ReasonCode::FaceMismatch]),
@@ -145,15 +170,13 @@ pub async fn compare_faces(
         }
     };
     let result = json!({ "score": score.as_ref().ok(), "threshold": policy.face_threshold });
-    store.finish(id, status, &reasons, &result).await?;
-    Ok((
-        Verdict {
-            request_id: id,
-            status,
-            reasons,
-        },
-        score,
-    ))
+    let verdict = settle(store, id, status, reasons, &result).await?;
+    let score = if verdict.status == status {
+        score
+    } else {
+        Err(VendorError::Timeout)
+    };
+    Ok((verdict, score))
 }
 
 /// What `/kyc/verify` submits, already parsed except the ID number (whose invalidity is a
@@ -168,7 +191,8 @@ pub struct Submission {
 }
 
 /// The complete verification: checks that cost nothing first, then OCR and face comparison
-/// concurrently, then the decision.
+/// concurrently, then the decision. Once its row exists, the request ends with a verdict even
+/// when the store fails midway (best effort: `error`, and the liveness session is given back).
 ///
 /// # Errors
 /// Only a store failure; every other outcome is a verdict.
@@ -191,17 +215,66 @@ pub async fn verify(
         Some(sub.phone.clone()),
     )
     .await?;
-    let finish = |status: Status, reasons: Vec<ReasonCode>, result: serde_json::Value| async move {
-        store.finish(id, status, &reasons, &result).await?;
-        Ok::<_, StoreError>(Verdict {
-            request_id: id,
-            status,
-            reasons,
-        })
-    };
+    let session = sub.liveness_session_id;
+    let decided = decide(
+        store,
+        liveness,
+        vendors,
+        policy,
+        origin,
+        id,
+        parsed.ok(),
+        &sub,
+        deadline,
+    )
+    .await;
+    match decided {
+        Ok((verdict, release_session)) => {
+            if let (Some(s), true) = (session, release_session)
+                && let Err(e) = liveness.release(s, id).await
+            {
+                tracing::warn!(request_id = %id, error = %e, "liveness session not released");
+            }
+            Ok(verdict)
+        }
+        Err(e) => {
+            if let Some(s) = session {
+                let _ = liveness.release(s, id).await;
+            }
+            let _ = store
+                .finish(id, Status::Error, &[ReasonCode::Interrupted], &json!({}))
+                .await;
+            Err(e)
+        }
+    }
+}
 
-    let Ok(id_number) = parsed else {
-        return finish(Status::Failed, vec![ReasonCode::IdNumberInvalid], json!({})).await;
+/// The decision for one recorded request; the flag says whether the liveness session it used
+/// must be given back (no verdict on the person was reached).
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    store: &dyn RequestStore,
+    liveness: &dyn LivenessSessions,
+    vendors: &dyn Vendors,
+    policy: Policy,
+    origin: &Origin,
+    id: Uuid,
+    id_number: Option<IdNumber>,
+    sub: &Submission,
+    deadline: tokio::time::Instant,
+) -> Result<(Verdict, bool), StoreError> {
+    let Some(id_number) = id_number else {
+        return Ok((
+            settle(
+                store,
+                id,
+                Status::Failed,
+                vec![ReasonCode::IdNumberInvalid],
+                &json!({}),
+            )
+            .await?,
+            false,
+        ));
     };
     match sub.liveness_session_id {
         Some(session)
@@ -209,24 +282,42 @@ pub async fn verify(
                 .consume_passed(&origin.client_id, session, id)
                 .await? =>
         {
-            return finish(Status::Failed, vec![ReasonCode::LivenessFailed], json!({})).await;
+            return Ok((
+                settle(
+                    store,
+                    id,
+                    Status::Failed,
+                    vec![ReasonCode::LivenessFailed],
+                    &json!({}),
+                )
+                .await?,
+                false,
+            ));
         }
         None if policy.require_liveness => {
-            return finish(
-                Status::Failed,
-                vec![ReasonCode::LivenessRequired],
-                json!({}),
-            )
-            .await;
+            return Ok((
+                settle(
+                    store,
+                    id,
+                    Status::Failed,
+                    vec![ReasonCode::LivenessRequired],
+                    &json!({}),
+                )
+                .await?,
+                false,
+            ));
         }
         _ => {}
     }
 
     let (reading, score) = tokio::join!(
-        within(deadline, vendors.read_id_card(id, &sub.idcard_image)),
         within(
             deadline,
-            vendors.compare_faces(id, &sub.idcard_image, &sub.face_image)
+            vendors.read_id_card(id, &sub.idcard_image, deadline)
+        ),
+        within(
+            deadline,
+            vendors.compare_faces(id, &sub.idcard_image, &sub.face_image, deadline)
         ),
     );
     let mut result = json!({ "threshold": policy.face_threshold });
@@ -264,16 +355,18 @@ pub async fn verify(
         },
     }
     if let Some(r) = error {
-        // No verdict on the person: the session stays usable for the retry we ask for.
-        if let Some(session) = sub.liveness_session_id {
-            liveness.release(session, id).await?;
-        }
-        return finish(Status::Error, vec![r], result).await;
+        // No verdict on the person: the session goes back for the retry we ask for.
+        return Ok((
+            settle(store, id, Status::Error, vec![r], &result).await?,
+            true,
+        ));
     }
     let status = if reasons.is_empty() {
         Status::Success
     } else {
         Status::Failed
     };
-    finish(status, reasons, result).await
+    let verdict = settle(store, id, status, reasons, &result).await?;
+    let interrupted = verdict.status == Status::Error;
+    Ok((verdict, interrupted))
 }

@@ -23,8 +23,8 @@ pub struct StoredResponse {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Begin {
-    /// This request holds the key now: run it, then `complete` or `release`.
-    Proceed,
+    /// This request holds the key now (under this owner token): run it, then `complete` or `release`.
+    Proceed(Uuid),
     /// A finished request with the same key and payload: replay its answer.
     Replay(StoredResponse),
     /// The first request with this key is still running.
@@ -56,16 +56,18 @@ pub async fn begin(
     ttl: Duration,
     lock_timeout: Duration,
 ) -> Result<Begin, StoreError> {
+    let owner = Uuid::new_v4();
     for _ in 0..3 {
         let claimed: Option<bool> = sqlx::query_scalar(
-            "INSERT INTO idempotency_records (client_id, idempotency_key, fingerprint, state, expires_at)
-             VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4))
+            "INSERT INTO idempotency_records (client_id, idempotency_key, fingerprint, state, expires_at, owner)
+             VALUES ($1, $2, $3, 'in_flight', now() + make_interval(secs => $4), $6)
              ON CONFLICT (client_id, idempotency_key) DO UPDATE
-               SET fingerprint = EXCLUDED.fingerprint, state = 'in_flight', created_at = now(),
+               SET fingerprint = EXCLUDED.fingerprint, state = 'in_flight', created_at = now(), owner = EXCLUDED.owner,
                    expires_at = EXCLUDED.expires_at, request_id = NULL, response_status = NULL,
                    response_headers = NULL, response_body_enc = NULL, completed_at = NULL
                WHERE idempotency_records.expires_at < now()
                   OR (idempotency_records.state = 'in_flight'
+                      AND idempotency_records.fingerprint = EXCLUDED.fingerprint
                       AND idempotency_records.created_at < now() - make_interval(secs => $5))
              RETURNING true",
         )
@@ -74,11 +76,12 @@ pub async fn begin(
         .bind(fingerprint)
         .bind(ttl.as_secs_f64())
         .bind(lock_timeout.as_secs_f64())
+        .bind(owner)
         .fetch_optional(db)
         .await
         .map_err(|e| store_error(&e))?;
         if claimed.is_some() {
-            return Ok(Begin::Proceed);
+            return Ok(Begin::Proceed(owner));
         }
         let existing: Option<Existing> = sqlx::query_as(
             "SELECT fingerprint, state, response_status, response_headers, response_body_enc
@@ -130,13 +133,14 @@ pub async fn complete(
     keys: &KeyRing,
     client_id: &str,
     key: &str,
+    owner: Uuid,
     request_id: Option<Uuid>,
     response: &StoredResponse,
 ) -> Result<(), StoreError> {
     sqlx::query(
         "UPDATE idempotency_records SET state = 'completed', completed_at = now(), request_id = $3,
              response_status = $4, response_headers = $5, response_body_enc = $6
-         WHERE client_id = $1 AND idempotency_key = $2 AND state = 'in_flight'",
+         WHERE client_id = $1 AND idempotency_key = $2 AND state = 'in_flight' AND owner = $7",
     )
     .bind(client_id)
     .bind(key)
@@ -144,6 +148,7 @@ pub async fn complete(
     .bind(i32::from(response.status))
     .bind(serde_json::json!({ "content-type": response.content_type }))
     .bind(keys.encrypt(BODY_FIELD, &response.body))
+    .bind(owner)
     .execute(db)
     .await
     .map(|_| ())
@@ -154,10 +159,16 @@ pub async fn complete(
 ///
 /// # Errors
 /// A database failure.
-pub async fn release(db: &PgPool, client_id: &str, key: &str) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM idempotency_records WHERE client_id = $1 AND idempotency_key = $2 AND state = 'in_flight'")
+pub async fn release(
+    db: &PgPool,
+    client_id: &str,
+    key: &str,
+    owner: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM idempotency_records WHERE client_id = $1 AND idempotency_key = $2 AND state = 'in_flight' AND owner = $3")
         .bind(client_id)
         .bind(key)
+        .bind(owner)
         .execute(db)
         .await
         .map(|_| ())

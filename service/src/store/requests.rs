@@ -112,6 +112,22 @@ impl RequestStore for PgRequestStore {
         Ok(kind.is_some())
     }
 
+    async fn verdict_of(&self, id: Uuid) -> Result<Option<(Status, Vec<ReasonCode>)>, StoreError> {
+        let row: Option<(String, Vec<String>)> =
+            sqlx::query_as("SELECT status, reasons FROM kyc_requests WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.db)
+                .await
+                .map_err(|e| store_error(&e))?;
+        Ok(row.and_then(|(status, reasons)| {
+            let reasons = reasons
+                .iter()
+                .filter_map(|r| serde_json::from_value(serde_json::json!(r)).ok())
+                .collect();
+            Status::parse(&status).map(|s| (s, reasons))
+        }))
+    }
+
     async fn find_for_client(
         &self,
         client_id: &str,
@@ -188,13 +204,20 @@ pub async fn finish_abandoned(
     db: &PgPool,
     older_than: std::time::Duration,
 ) -> Result<u64, StoreError> {
-    sqlx::query(
-        "UPDATE kyc_requests SET status = 'error', reasons = ARRAY['INTERRUPTED'], updated_at = now(), completed_at = now()
-         WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)",
+    // The liveness sessions they had taken are given back: no verdict on the person was reached.
+    sqlx::query_scalar::<_, i64>(
+        "WITH done AS (
+             UPDATE kyc_requests SET status = 'error', reasons = ARRAY['INTERRUPTED'], updated_at = now(), completed_at = now()
+             WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)
+             RETURNING id),
+         freed AS (
+             UPDATE liveness_sessions SET consumed_at = NULL, consumed_by = NULL, updated_at = now()
+             WHERE consumed_by IN (SELECT id FROM done) RETURNING id)
+         SELECT count(*) FROM done",
     )
     .bind(older_than.as_secs_f64())
-    .execute(db)
+    .fetch_one(db)
     .await
-    .map(|r| r.rows_affected())
+    .map(|n| u64::try_from(n).unwrap_or(0))
     .map_err(|e| store_error(&e))
 }

@@ -50,6 +50,16 @@ impl Breaker {
         }
     }
 
+    /// Claims a call: `None` when the circuit refuses it. The claim reports its own outcome;
+    /// dropped without one (the call was cancelled), it counts as a failure, so a half-open
+    /// probe can never be lost.
+    pub fn claim(&self) -> Option<Claim<'_>> {
+        self.allow().then_some(Claim {
+            breaker: self,
+            reported: false,
+        })
+    }
+
     pub fn on_success(&self) {
         *self.lock() = State::Closed { failures: 0 };
     }
@@ -73,6 +83,32 @@ impl Breaker {
             State::Closed { .. } => 0,
             State::Open { .. } => 1,
             State::HalfOpen { .. } => 2,
+        }
+    }
+}
+
+/// One call's pending outcome, from [`Breaker::claim`].
+pub struct Claim<'a> {
+    breaker: &'a Breaker,
+    reported: bool,
+}
+
+impl Claim<'_> {
+    pub fn success(mut self) {
+        self.reported = true;
+        self.breaker.on_success();
+    }
+
+    pub fn failure(mut self) {
+        self.reported = true;
+        self.breaker.on_failure();
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.reported {
+            self.breaker.on_failure();
         }
     }
 }
@@ -102,6 +138,20 @@ mod tests {
         b.on_success();
         assert_eq!(b.gauge(), 0);
         assert!(b.allow() && b.allow());
+    }
+
+    #[test]
+    fn an_abandoned_half_open_probe_counts_as_a_failure() {
+        let b = Breaker::new(1, Duration::from_millis(20));
+        b.on_failure();
+        std::thread::sleep(Duration::from_millis(30));
+        let probe = b.claim().expect("the half-open probe");
+        assert!(b.claim().is_none(), "one probe at a time");
+        drop(probe);
+        assert_eq!(b.gauge(), 1, "open again, not stuck half-open");
+        std::thread::sleep(Duration::from_millis(30));
+        b.claim().expect("a new probe after the pause").success();
+        assert_eq!(b.gauge(), 0);
     }
 
     #[test]

@@ -112,13 +112,19 @@ impl HttpVendor {
         self.breaker.gauge()
     }
 
-    async fn attempt(&self, path: &str, body: &Value) -> Attempt {
+    /// One HTTP attempt, bounded by `timeout`. The status decides before the body is read, so a
+    /// 4xx is never retried even if its body fails to arrive.
+    async fn attempt(&self, path: &str, body: &[u8], timeout: Duration) -> Attempt {
+        let mut key = reqwest::header::HeaderValue::from_str(self.api_key.expose_secret())
+            .unwrap_or_else(|_| reqwest::header::HeaderValue::from_static("invalid"));
+        key.set_sensitive(true);
         let sent = self
             .http
             .post(format!("{}{path}", self.base))
-            .header("X-Api-Key", self.api_key.expose_secret())
-            .timeout(self.timeout)
-            .json(body)
+            .header("X-Api-Key", key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .timeout(timeout)
+            .body(body.to_vec())
             .send()
             .await;
         let resp = match sent {
@@ -130,67 +136,78 @@ impl HttpVendor {
                     timeout: true,
                 };
             }
-            Err(_) => {
+            Err(e) if e.is_connect() => {
                 return Attempt::Transient {
                     outcome: "connect_error",
                     status: None,
                     timeout: false,
                 };
             }
-        };
-        let status = resp.status().as_u16();
-        let bytes = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.is_timeout() => {
-                return Attempt::Transient {
-                    outcome: "timeout",
-                    status: Some(status),
-                    timeout: true,
+            Err(_) => {
+                return Attempt::Failed {
+                    outcome: "transport_error",
+                    status: None,
                 };
             }
-            Err(_) => {
+        };
+        let status = resp.status().as_u16();
+        match status {
+            200..=299 => {}
+            502..=504 => {
                 return Attempt::Transient {
-                    outcome: "connect_error",
+                    outcome: "server_error",
                     status: Some(status),
                     timeout: false,
                 };
             }
-        };
-        match status {
-            200..=299 => match serde_json::from_slice::<Value>(&bytes) {
+            429 => {
+                return Attempt::Failed {
+                    outcome: "rate_limited",
+                    status: Some(status),
+                };
+            }
+            // The vendor judged the input: a verdict on the document or face, not an outage.
+            400 | 422 => {
+                let code = read_limited(resp)
+                    .await
+                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .filter(|c| {
+                        c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
+                    })
+                    .unwrap_or_else(|| format!("HTTP_{status}"));
+                return Attempt::Rejected { status, code };
+            }
+            // A wrong key, URL or size is our misconfiguration: an error outcome, not a verdict.
+            400..=499 => {
+                return Attempt::Failed {
+                    outcome: "client_error",
+                    status: Some(status),
+                };
+            }
+            _ => {
+                return Attempt::Failed {
+                    outcome: "server_error",
+                    status: Some(status),
+                };
+            }
+        }
+        match read_limited(resp).await {
+            None => Attempt::Failed {
+                outcome: "malformed",
+                status: Some(status),
+            },
+            Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(v) => Attempt::Ok(v),
                 Err(_) => Attempt::Failed {
                     outcome: "malformed",
                     status: Some(status),
                 },
             },
-            502..=504 => Attempt::Transient {
-                outcome: "server_error",
-                status: Some(status),
-                timeout: false,
-            },
-            429 => Attempt::Failed {
-                outcome: "rate_limited",
-                status: Some(status),
-            },
-            400..=499 => {
-                let code = serde_json::from_slice::<Value>(&bytes)
-                    .ok()
-                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
-                    .filter(|c| {
-                        c.len() <= 64 && c.bytes().all(|b| b.is_ascii_uppercase() || b == b'_')
-                    })
-                    .unwrap_or_else(|| format!("HTTP_{status}"));
-                Attempt::Rejected { status, code }
-            }
-            _ => Attempt::Failed {
-                outcome: "server_error",
-                status: Some(status),
-            },
         }
     }
 
-    /// Full-jitter-free "equal jitter" backoff: half the exponential step fixed, half random.
+    /// "Equal jitter" backoff: half the exponential step fixed, half random.
     fn backoff(attempt: u32) -> Duration {
         let step = Duration::from_millis(100)
             .saturating_mul(1 << attempt.min(5))
@@ -199,45 +216,63 @@ impl HttpVendor {
         half + half.mul_f64(rand::thread_rng().gen_range(0.0..=1.0))
     }
 
-    /// Posts `body` to `path` with the quota, breaker and retry policy, recording each attempt.
+    /// Posts the body `make_body` builds to `path`, within `deadline`, with the quota, breaker and
+    /// retry policy, recording each attempt. The body (base64 images) is built only once a slot is
+    /// held, so queued calls hold no copies of the images.
     async fn call<T: DeserializeOwned>(
         &self,
         request_id: Uuid,
         path: &str,
-        body: &Value,
+        deadline: tokio::time::Instant,
+        make_body: impl FnOnce() -> Value,
     ) -> Result<T, VendorError> {
         let vendor = self.kind.as_str();
-        let permit = tokio::time::timeout(self.timeout, self.slots.acquire()).await;
-        let Ok(Ok(_permit)) = permit else {
+        let refused = |outcome: &str| {
             self.metrics
                 .vendor_calls_total
-                .with_label_values(&[vendor, "quota_exhausted"])
+                .with_label_values(&[vendor, outcome])
                 .inc();
-            return Err(VendorError::Unavailable);
         };
-        if tokio::time::timeout(self.timeout, self.quota.until_ready())
+        let Ok(Ok(_permit)) = tokio::time::timeout_at(deadline, self.slots.acquire()).await else {
+            refused("quota_exhausted");
+            return Err(VendorError::Timeout);
+        };
+        if tokio::time::timeout_at(deadline, self.quota.until_ready())
             .await
             .is_err()
         {
-            self.metrics
-                .vendor_calls_total
-                .with_label_values(&[vendor, "quota_exhausted"])
-                .inc();
-            return Err(VendorError::Unavailable);
+            refused("quota_exhausted");
+            return Err(VendorError::Timeout);
         }
-        // Asked last, so a half-open probe is only claimed by a call that will really go out
-        // and report back.
-        if !self.breaker.allow() {
-            self.metrics
-                .vendor_calls_total
-                .with_label_values(&[vendor, "circuit_open"])
-                .inc();
+        // Asked last, so a half-open probe is claimed only by a call that goes out; the guard
+        // reports a failure if the call is abandoned (cancelled) before its verdict.
+        let Some(verdict) = self.breaker.claim() else {
+            refused("circuit_open");
             return Err(VendorError::Unavailable);
-        }
+        };
+        let body = serde_json::to_vec(&make_body()).map_err(|_| VendorError::Unavailable)?;
         let mut attempt_no = 1;
         loop {
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                verdict.failure();
+                return Err(VendorError::Timeout);
+            }
             let started = Instant::now();
-            let result = self.attempt(path, body).await;
+            let mut result = self.attempt(path, &body, self.timeout.min(remaining)).await;
+            // Success is decided only once the answer matches the contract.
+            let mut parsed = None;
+            if let Attempt::Ok(v) = &result {
+                match serde_json::from_value::<T>(v.clone()) {
+                    Ok(t) => parsed = Some(t),
+                    Err(_) => {
+                        result = Attempt::Failed {
+                            outcome: "malformed",
+                            status: Some(200),
+                        }
+                    }
+                }
+            }
             let elapsed = started.elapsed();
             let (outcome, status, code) = match &result {
                 Attempt::Ok(_) => ("ok", Some(200), None),
@@ -267,23 +302,32 @@ impl HttpVendor {
             )
             .await;
             match result {
-                Attempt::Ok(v) => {
-                    self.breaker.on_success();
-                    return serde_json::from_value(v).map_err(|_| {
-                        tracing::warn!(vendor, %request_id, "vendor answer does not match the contract");
-                        VendorError::Unavailable
-                    });
+                Attempt::Ok(_) => {
+                    verdict.success();
+                    return parsed.ok_or(VendorError::Unavailable);
                 }
                 Attempt::Rejected { code, .. } => {
-                    self.breaker.on_success();
+                    verdict.success();
                     return Err(VendorError::Rejected(code));
                 }
-                Attempt::Transient { .. } if attempt_no <= self.retries => {
+                Attempt::Transient { .. }
+                    if attempt_no <= self.retries
+                        && tokio::time::Instant::now() + Self::backoff(attempt_no - 1)
+                            < deadline =>
+                {
                     tokio::time::sleep(Self::backoff(attempt_no - 1)).await;
+                    // A retry is a call like any other: it waits for the rate quota too.
+                    if tokio::time::timeout_at(deadline, self.quota.until_ready())
+                        .await
+                        .is_err()
+                    {
+                        verdict.failure();
+                        return Err(VendorError::Timeout);
+                    }
                     attempt_no += 1;
                 }
                 Attempt::Transient { timeout, .. } => {
-                    self.breaker.on_failure();
+                    verdict.failure();
                     return Err(if timeout {
                         VendorError::Timeout
                     } else {
@@ -291,7 +335,7 @@ impl HttpVendor {
                     });
                 }
                 Attempt::Failed { .. } => {
-                    self.breaker.on_failure();
+                    verdict.failure();
                     return Err(VendorError::Unavailable);
                 }
             }
@@ -324,6 +368,26 @@ impl HttpVendor {
     }
 }
 
+/// The largest vendor answer read; anything bigger is treated as malformed.
+const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
+async fn read_limited(mut resp: reqwest::Response) -> Option<Vec<u8>> {
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_ANSWER_BYTES as u64)
+    {
+        return None;
+    }
+    let mut out = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        if out.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return None;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Some(out)
+}
+
 /// The three vendors the workflow calls.
 pub struct VendorSet {
     pub ocr: HttpVendor,
@@ -343,6 +407,8 @@ impl VendorSet {
             .pool_idle_timeout(Duration::from_secs(60))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("kyc-service/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the API key and the images elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let make = |kind, v: &VendorSettings| {
             HttpVendor::new(kind, v, http.clone(), db.clone(), metrics.clone())
@@ -366,12 +432,14 @@ impl Vendors for VendorSet {
         &self,
         request_id: Uuid,
         image: &[u8],
+        deadline: tokio::time::Instant,
     ) -> Result<OcrReading, VendorError> {
         self.ocr
             .call(
                 request_id,
                 "/v1/idcard/ocr",
-                &json!({ "image": STANDARD.encode(image), "side": "front" }),
+                deadline,
+                || json!({ "image": STANDARD.encode(image), "side": "front" }),
             )
             .await
     }
@@ -381,13 +449,15 @@ impl Vendors for VendorSet {
         request_id: Uuid,
         a: &[u8],
         b: &[u8],
+        deadline: tokio::time::Instant,
     ) -> Result<f64, VendorError> {
         let r: FaceScore = self
             .face
             .call(
                 request_id,
                 "/v1/face/compare",
-                &json!({ "image_a": STANDARD.encode(a), "image_b": STANDARD.encode(b) }),
+                deadline,
+                || json!({ "image_a": STANDARD.encode(a), "image_b": STANDARD.encode(b) }),
             )
             .await?;
         if (0.0..=1.0).contains(&r.score) {
