@@ -141,7 +141,8 @@ where
     let overrides = HeaderFaults::from_headers(headers).map_err(SandboxError::BadRequest)?;
     let (latency, outcome) = state.decide(endpoint, &overrides, rand::random::<f64>());
     if latency > 0 {
-        tokio::time::sleep(Duration::from_millis(latency)).await;
+        // Like a held call, injected latency ends early when the sandbox is stopping.
+        state.hold(Duration::from_millis(latency)).await;
     }
     match outcome {
         Outcome::Proceed => {}
