@@ -1,0 +1,302 @@
+//! `kyc_jwt`: the gateway's authentication filter, a thin proxy-wasm adapter over
+//! `filter_kit::jwt`. It verifies the bearer token, answers 401/403 itself, and hands the verified
+//! identity to the upstream (`x-kyc-client-id`, `x-kyc-scopes`) and to the filters after it in the
+//! chain (`kong.ctx.shared.kyc_client_id`, `kong.ctx.shared.kyc_scopes`). Every decision is
+//! filter-kit's; this crate only reads the host, calls it, and writes the answer back.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::UNIX_EPOCH;
+
+use filter_kit::config::JwtConfig;
+use filter_kit::jwt::{Identity, JwtError, TokenCache};
+use filter_kit::reply::error_body;
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+const FILTER: &str = "kyc_jwt";
+
+/// Verified tokens remembered per worker, so EdDSA/ES256 signatures are checked once per token.
+const TOKEN_CACHE_ENTRIES: usize = 1024;
+
+/// Identity headers a client could send to impersonate someone; all are removed before ours are
+/// set. Kong's own auth plugins set some of them too, so do not combine those with this filter.
+const IDENTITY_HEADERS: [&str; 7] = [
+    "x-client-id",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-authenticated-scope",
+    "x-credential-identifier",
+    CLIENT_ID_HEADER,
+    SCOPES_HEADER,
+];
+const CLIENT_ID_HEADER: &str = "x-kyc-client-id";
+const SCOPES_HEADER: &str = "x-kyc-scopes";
+
+/// Kong exposes `kong.ctx.shared.<key>` as a read-write property (3.6+; host path segments are
+/// joined with `.`). A client cannot write it, so the later filters trust it.
+const CLIENT_ID_PROPERTY: [&str; 4] = ["kong", "ctx", "shared", "kyc_client_id"];
+/// The token's scopes, space-separated as in the `scope` claim.
+const SCOPES_PROPERTY: [&str; 4] = ["kong", "ctx", "shared", "kyc_scopes"];
+
+proxy_wasm::main! {{
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(JwtRoot::default())
+    });
+}}
+
+/// What every request context of one configuration shares.
+struct Shared {
+    cfg: JwtConfig,
+    /// Rebuilt on every `on_configure`, so a key rotation never honours an old verdict.
+    cache: RefCell<TokenCache>,
+    authenticated: Counter,
+    rejected: Counter,
+}
+
+#[derive(Default)]
+struct JwtRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for JwtRoot {}
+
+impl RootContext for JwtRoot {
+    fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match JwtConfig::from_json(&bytes) {
+            Ok(cfg) => {
+                self.shared = Some(Rc::new(Shared {
+                    cfg,
+                    cache: RefCell::new(TokenCache::new(TOKEN_CACHE_ENTRIES)),
+                    authenticated: Counter::define("authenticated_total"),
+                    rejected: Counter::define("rejected_total"),
+                }));
+                true
+            }
+            Err(e) => {
+                self.shared = None;
+                log(
+                    LogLevel::Error,
+                    &format!("invalid configuration: field `{}`: {}", e.field, e.message),
+                );
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(match &self.shared {
+            Some(shared) => Box::new(JwtRequest {
+                shared: Rc::clone(shared),
+            }),
+            None => Box::new(Unconfigured),
+        })
+    }
+}
+
+struct JwtRequest {
+    shared: Rc<Shared>,
+}
+
+impl Context for JwtRequest {}
+
+impl HttpContext for JwtRequest {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let authorization = request_header(self, "authorization");
+        let path = request_header(self, ":path");
+        let shared = Rc::clone(&self.shared);
+        let verdict = shared
+            .cache
+            .borrow_mut()
+            .authenticate(
+                &shared.cfg,
+                authorization.as_deref(),
+                path.as_deref(),
+                now_s(self),
+            )
+            // Signed claims still become header values: refuse what a header cannot carry.
+            .and_then(|identity| {
+                if header_safe(&identity) {
+                    Ok(identity)
+                } else {
+                    Err(JwtError::Malformed)
+                }
+            });
+        match verdict {
+            Ok(identity) => {
+                shared.authenticated.bump();
+                self.forward(&identity, path.as_deref());
+                Action::Continue
+            }
+            Err(e) => {
+                shared.rejected.bump();
+                self.reject(&e);
+                Action::Pause
+            }
+        }
+    }
+}
+
+impl JwtRequest {
+    fn forward(&self, identity: &Identity, path: Option<&str>) {
+        for name in IDENTITY_HEADERS {
+            self.set_http_request_header(name, None);
+        }
+        let scopes = identity.scopes.join(" ");
+        self.set_http_request_header(CLIENT_ID_HEADER, Some(&identity.client_id));
+        if !scopes.is_empty() {
+            self.set_http_request_header(SCOPES_HEADER, Some(&scopes));
+        }
+        self.set_property(
+            CLIENT_ID_PROPERTY.to_vec(),
+            Some(identity.client_id.as_bytes()),
+        );
+        self.set_property(SCOPES_PROPERTY.to_vec(), Some(scopes.as_bytes()));
+        // RFC 6750 §2.3: a token in the query must not travel further than the gateway.
+        if self.shared.cfg.allow_query_token
+            && let Some(stripped) = path.and_then(without_access_token)
+        {
+            self.set_http_request_header(":path", Some(&stripped));
+        }
+    }
+
+    fn reject(&self, e: &JwtError) {
+        let rejection = e.rejection(&self.shared.cfg);
+        log(
+            LogLevel::Info,
+            &format!("{} {}: {}", rejection.status, rejection.code, e.reason()),
+        );
+        let body = rejection.json_body(&request_id(self));
+        self.send_http_response(
+            u32::from(rejection.status),
+            vec![
+                ("www-authenticate", rejection.www_authenticate.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Some(&body),
+        );
+    }
+}
+
+/// Whether the client id and every scope can be sent as a header value (no control characters).
+fn header_safe(identity: &Identity) -> bool {
+    let safe = |s: &str| !s.chars().any(char::is_control);
+    safe(&identity.client_id) && identity.scopes.iter().all(|s| safe(s))
+}
+
+/// `:path` without its `access_token` query parameters; `None` when there is none to remove.
+fn without_access_token(path: &str) -> Option<String> {
+    let (route, query) = path.split_once('?')?;
+    let is_token = |pair: &&str| *pair == "access_token" || pair.starts_with("access_token=");
+    if !query.split('&').any(|pair| is_token(&pair)) {
+        return None;
+    }
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && !is_token(pair))
+        .collect();
+    Some(if kept.is_empty() {
+        route.to_owned()
+    } else {
+        format!("{route}?{}", kept.join("&"))
+    })
+}
+
+/// Stands in for a filter whose configuration was refused. Kong normally answers 500 for such a
+/// chain before any request context exists; if a host does create one, it fails closed.
+struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let body = error_body(
+            "GATEWAY_MISCONFIGURED",
+            "the gateway's kyc_jwt filter has no valid configuration",
+            &request_id(self),
+        );
+        self.send_http_response(500, vec![("content-type", "application/json")], Some(&body));
+        Action::Pause
+    }
+}
+
+/// A proxy-wasm counter, stored by the host as `pw:kyc_jwt:<name>` and exported by Kong's
+/// Prometheus plugin as `pw_kyc_jwt_<name>`. The metric host calls need Kong 3.8+ (the SDK traps on
+/// a refused definition); a failed increment is ignored.
+#[derive(Clone, Copy)]
+struct Counter(Option<u32>);
+
+impl Counter {
+    fn define(name: &str) -> Self {
+        Self(hostcalls::define_metric(MetricType::Counter, name).ok())
+    }
+
+    fn bump(self) {
+        if let Some(id) = self.0 {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, &format!("{FILTER}: {message}"));
+}
+
+/// A request header as text; a value that is not UTF-8 counts as absent (the SDK's `String`
+/// getter would panic on it).
+fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
+    ctx.get_http_request_header_bytes(name)
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+}
+
+fn request_id(ctx: &dyn HttpContext) -> String {
+    request_header(ctx, "x-request-id").unwrap_or_default()
+}
+
+fn now_s(ctx: &dyn Context) -> u64 {
+    ctx.get_current_time()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_access_token_is_removed_and_the_rest_of_the_query_kept() {
+        assert_eq!(
+            without_access_token("/v1/kyc?access_token=abc&page=2").as_deref(),
+            Some("/v1/kyc?page=2")
+        );
+        assert_eq!(
+            without_access_token("/v1/kyc?a=1&access_token=abc&access_token=def&b=2").as_deref(),
+            Some("/v1/kyc?a=1&b=2")
+        );
+        assert_eq!(
+            without_access_token("/v1/kyc?access_token=abc").as_deref(),
+            Some("/v1/kyc")
+        );
+        assert_eq!(without_access_token("/v1/kyc?my_access_token=abc"), None);
+        assert_eq!(without_access_token("/v1/kyc"), None);
+    }
+
+    #[test]
+    fn identities_with_control_characters_cannot_become_headers() {
+        let identity = |client: &str, scope: &str| Identity {
+            client_id: client.to_owned(),
+            scopes: vec![scope.to_owned()],
+            subject: None,
+            token_id: None,
+        };
+        assert!(header_safe(&identity("kyc-client", "kyc:read")));
+        assert!(!header_safe(&identity("kyc\r\nx-admin: 1", "kyc:read")));
+        assert!(!header_safe(&identity("kyc-client", "kyc:\u{0}read")));
+    }
+}
