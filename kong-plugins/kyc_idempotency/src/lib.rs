@@ -6,16 +6,18 @@
 //! its record is stored or released. Every decision is filter-kit's.
 
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
+use filter_host::{
+    Counter, Unconfigured, log, now_s, property, request_header, request_id, response_header,
+};
 use filter_kit::config::IdempotencyConfig;
 use filter_kit::idempotency::{
     self, Fingerprint, IdempotencyKey, KeyError, RequestDecision, ResponseDecision,
 };
-use filter_kit::reply::{ErrorReply, error_body};
+use filter_kit::reply::ErrorReply;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 
 const FILTER: &str = "kyc_idempotency";
 
@@ -98,6 +100,7 @@ impl RootContext for IdempotencyRoot {
             Err(e) => {
                 self.shared = None;
                 log(
+                    FILTER,
                     LogLevel::Error,
                     &format!("invalid configuration: field `{}`: {}", e.field, e.message),
                 );
@@ -116,7 +119,7 @@ impl RootContext for IdempotencyRoot {
                 shared: Rc::clone(shared),
                 phase: Phase::Pass,
             }),
-            None => Box::new(Unconfigured),
+            None => Box::new(Unconfigured { filter: FILTER }),
         })
     }
 }
@@ -172,6 +175,7 @@ impl HttpContext for IdempotencyRequest {
         let Some(client_id) = property(&CLIENT_ID_PROPERTY) else {
             shared.metrics.no_client.bump();
             log(
+                FILTER,
                 LogLevel::Warn,
                 "no verified client (is kyc_jwt earlier in the chain?); passing without idempotency",
             );
@@ -216,6 +220,7 @@ impl HttpContext for IdempotencyRequest {
                 self.phase = Phase::Pass;
                 self.shared.metrics.unclaimed.bump();
                 log(
+                    FILTER,
                     LogLevel::Warn,
                     "the request body never arrived; the response is not kept",
                 );
@@ -358,6 +363,7 @@ impl IdempotencyRequest {
         // Shared data failed or every write lost a race: somebody else is working on this key.
         metrics.shm_contention.bump();
         log(
+            FILTER,
             LogLevel::Warn,
             &format!("could not claim {storage_key}; answering 409"),
         );
@@ -415,6 +421,7 @@ impl IdempotencyRequest {
         } else {
             metrics.lost_claim.bump();
             log(
+                FILTER,
                 LogLevel::Warn,
                 &format!("{storage_key} changed while in flight; left as it is"),
             );
@@ -429,75 +436,4 @@ impl IdempotencyRequest {
             Some(&body),
         );
     }
-}
-
-/// Stands in for a filter whose configuration was refused. Kong normally answers 500 for such a
-/// chain before any request context exists; if a host does create one, it fails closed.
-struct Unconfigured;
-
-impl Context for Unconfigured {}
-
-impl HttpContext for Unconfigured {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let body = error_body(
-            "GATEWAY_MISCONFIGURED",
-            "the gateway's kyc_idempotency filter has no valid configuration",
-            &request_id(self),
-        );
-        self.send_http_response(500, vec![("content-type", "application/json")], Some(&body));
-        Action::Pause
-    }
-}
-
-/// A proxy-wasm counter, stored by the host as `pw:kyc_idempotency:<name>` and exported by Kong's
-/// Prometheus plugin as `pw_kyc_idempotency_<name>`. The metric host calls need Kong 3.8+ (the SDK
-/// traps on a refused definition); a failed increment is ignored.
-#[derive(Clone, Copy)]
-struct Counter(Option<u32>);
-
-impl Counter {
-    fn define(name: &str) -> Self {
-        Self(hostcalls::define_metric(MetricType::Counter, name).ok())
-    }
-
-    fn bump(self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, &format!("{FILTER}: {message}"));
-}
-
-/// A property as non-empty text (Kong's values are strings); absent, unreadable or empty → `None`.
-fn property(path: &[&str]) -> Option<String> {
-    hostcalls::get_property(path.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|s| !s.is_empty())
-}
-
-/// A request header as text; a value that is not UTF-8 counts as absent (the SDK's `String`
-/// getter would panic on it).
-fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
-    ctx.get_http_request_header_bytes(name)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn response_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
-    ctx.get_http_response_header_bytes(name)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn request_id(ctx: &dyn HttpContext) -> String {
-    request_header(ctx, "x-request-id").unwrap_or_default()
-}
-
-fn now_s(ctx: &dyn Context) -> u64 {
-    ctx.get_current_time()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

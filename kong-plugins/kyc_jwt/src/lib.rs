@@ -6,14 +6,12 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
 
+use filter_host::{Counter, Unconfigured, log, now_s, request_header, request_id};
 use filter_kit::config::JwtConfig;
 use filter_kit::jwt::{Identity, JwtError, TokenCache};
-use filter_kit::reply::error_body;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 const FILTER: &str = "kyc_jwt";
 
@@ -78,6 +76,7 @@ impl RootContext for JwtRoot {
             Err(e) => {
                 self.shared = None;
                 log(
+                    FILTER,
                     LogLevel::Error,
                     &format!("invalid configuration: field `{}`: {}", e.field, e.message),
                 );
@@ -95,7 +94,7 @@ impl RootContext for JwtRoot {
             Some(shared) => Box::new(JwtRequest {
                 shared: Rc::clone(shared),
             }),
-            None => Box::new(Unconfigured),
+            None => Box::new(Unconfigured { filter: FILTER }),
         })
     }
 }
@@ -169,6 +168,7 @@ impl JwtRequest {
     fn reject(&self, e: &JwtError) {
         let rejection = e.rejection(&self.shared.cfg);
         log(
+            FILTER,
             LogLevel::Info,
             &format!("{} {}: {}", rejection.status, rejection.code, e.reason()),
         );
@@ -206,63 +206,6 @@ fn without_access_token(path: &str) -> Option<String> {
     } else {
         format!("{route}?{}", kept.join("&"))
     })
-}
-
-/// Stands in for a filter whose configuration was refused. Kong normally answers 500 for such a
-/// chain before any request context exists; if a host does create one, it fails closed.
-struct Unconfigured;
-
-impl Context for Unconfigured {}
-
-impl HttpContext for Unconfigured {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let body = error_body(
-            "GATEWAY_MISCONFIGURED",
-            "the gateway's kyc_jwt filter has no valid configuration",
-            &request_id(self),
-        );
-        self.send_http_response(500, vec![("content-type", "application/json")], Some(&body));
-        Action::Pause
-    }
-}
-
-/// A proxy-wasm counter, stored by the host as `pw:kyc_jwt:<name>` and exported by Kong's
-/// Prometheus plugin as `pw_kyc_jwt_<name>`. The metric host calls need Kong 3.8+ (the SDK traps on
-/// a refused definition); a failed increment is ignored.
-#[derive(Clone, Copy)]
-struct Counter(Option<u32>);
-
-impl Counter {
-    fn define(name: &str) -> Self {
-        Self(hostcalls::define_metric(MetricType::Counter, name).ok())
-    }
-
-    fn bump(self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, &format!("{FILTER}: {message}"));
-}
-
-/// A request header as text; a value that is not UTF-8 counts as absent (the SDK's `String`
-/// getter would panic on it).
-fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
-    ctx.get_http_request_header_bytes(name)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn request_id(ctx: &dyn HttpContext) -> String {
-    request_header(ctx, "x-request-id").unwrap_or_default()
-}
-
-fn now_s(ctx: &dyn Context) -> u64 {
-    ctx.get_current_time()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

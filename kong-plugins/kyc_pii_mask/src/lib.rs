@@ -6,12 +6,12 @@
 
 use std::rc::Rc;
 
+use filter_host::{Counter, Unconfigured, log, property, request_id, response_header};
 use filter_kit::config::MaskConfig;
 use filter_kit::mask::{self, MaskOutcome};
 use filter_kit::reply::error_body;
-use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 const FILTER: &str = "kyc_pii_mask";
 
@@ -71,6 +71,7 @@ impl RootContext for MaskRoot {
             Err(e) => {
                 self.shared = None;
                 log(
+                    FILTER,
                     LogLevel::Error,
                     &format!("invalid configuration: field `{}`: {}", e.field, e.message),
                 );
@@ -89,7 +90,7 @@ impl RootContext for MaskRoot {
                 shared: Rc::clone(shared),
                 body: Body::Pass,
             }),
-            None => Box::new(Unconfigured),
+            None => Box::new(Unconfigured { filter: FILTER }),
         })
     }
 }
@@ -141,6 +142,7 @@ impl HttpContext for MaskRequest {
         if encoded {
             self.shared.metrics.encoded.bump();
             log(
+                FILTER,
                 LogLevel::Warn,
                 "compressed JSON response cannot be masked; answering 502",
             );
@@ -186,6 +188,7 @@ impl MaskRequest {
         if collected.len() > MAX_MASKED_BODY_BYTES {
             self.shared.metrics.too_large.bump();
             log(
+                FILTER,
                 LogLevel::Warn,
                 "JSON response too large to mask; body withheld",
             );
@@ -241,64 +244,4 @@ impl MaskRequest {
             self.set_http_response_body(0, chunk_size.max(new.len()), new);
         }
     }
-}
-
-/// Stands in for a filter whose configuration was refused. Kong normally answers 500 for such a
-/// chain before any request context exists; if a host does create one, it fails closed.
-struct Unconfigured;
-
-impl Context for Unconfigured {}
-
-impl HttpContext for Unconfigured {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let body = error_body(
-            "GATEWAY_MISCONFIGURED",
-            "the gateway's kyc_pii_mask filter has no valid configuration",
-            &request_id(self),
-        );
-        self.send_http_response(500, vec![("content-type", "application/json")], Some(&body));
-        Action::Pause
-    }
-}
-
-/// A proxy-wasm counter, stored by the host as `pw:kyc_pii_mask:<name>` and exported by Kong's
-/// Prometheus plugin as `pw_kyc_pii_mask_<name>`. The metric host calls need Kong 3.8+ (the SDK
-/// traps on a refused definition); a failed increment is ignored.
-#[derive(Clone, Copy)]
-struct Counter(Option<u32>);
-
-impl Counter {
-    fn define(name: &str) -> Self {
-        Self(hostcalls::define_metric(MetricType::Counter, name).ok())
-    }
-
-    fn bump(self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, &format!("{FILTER}: {message}"));
-}
-
-/// A property as non-empty text (Kong's values are strings); absent, unreadable or empty → `None`.
-fn property(path: &[&str]) -> Option<String> {
-    hostcalls::get_property(path.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|s| !s.is_empty())
-}
-
-fn response_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
-    ctx.get_http_response_header_bytes(name)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn request_id(ctx: &dyn HttpContext) -> String {
-    ctx.get_http_request_header_bytes("x-request-id")
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .unwrap_or_default()
 }

@@ -7,12 +7,12 @@
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
+use filter_host::{Counter, Unconfigured, log, property, request_header, request_id};
 use filter_kit::config::RateLimitConfig;
 use filter_kit::gcra::{self, Decision};
-use filter_kit::reply::error_body;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType, Status};
+use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 
 const FILTER: &str = "kyc_rate_limit";
 
@@ -65,6 +65,7 @@ impl RootContext for RateLimitRoot {
             Err(e) => {
                 self.shared = None;
                 log(
+                    FILTER,
                     LogLevel::Error,
                     &format!("invalid configuration: field `{}`: {}", e.field, e.message),
                 );
@@ -83,7 +84,7 @@ impl RootContext for RateLimitRoot {
                 shared: Rc::clone(shared),
                 admitted: None,
             }),
-            None => Box::new(Unconfigured),
+            None => Box::new(Unconfigured { filter: FILTER }),
         })
     }
 }
@@ -124,6 +125,7 @@ impl HttpContext for RateLimitRequest {
                 // metric tells operators when it happened.
                 self.shared.shm_failures.bump();
                 log(
+                    FILTER,
                     LogLevel::Warn,
                     &format!("shared data for {key} did not settle; request let through"),
                 );
@@ -212,66 +214,6 @@ fn without_port(address: &str) -> &str {
         Some((host, port)) if !port.contains(':') => host,
         _ => address,
     }
-}
-
-/// Stands in for a filter whose configuration was refused. Kong normally answers 500 for such a
-/// chain before any request context exists; if a host does create one, it fails closed.
-struct Unconfigured;
-
-impl Context for Unconfigured {}
-
-impl HttpContext for Unconfigured {
-    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let body = error_body(
-            "GATEWAY_MISCONFIGURED",
-            "the gateway's kyc_rate_limit filter has no valid configuration",
-            &request_id(self),
-        );
-        self.send_http_response(500, vec![("content-type", "application/json")], Some(&body));
-        Action::Pause
-    }
-}
-
-/// A proxy-wasm counter, stored by the host as `pw:kyc_rate_limit:<name>` and exported by Kong's
-/// Prometheus plugin as `pw_kyc_rate_limit_<name>`. The metric host calls need Kong 3.8+ (the SDK
-/// traps on a refused definition); a failed increment is ignored.
-#[derive(Clone, Copy)]
-struct Counter(Option<u32>);
-
-impl Counter {
-    fn define(name: &str) -> Self {
-        Self(hostcalls::define_metric(MetricType::Counter, name).ok())
-    }
-
-    fn bump(self) {
-        if let Some(id) = self.0 {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-}
-
-fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, &format!("{FILTER}: {message}"));
-}
-
-/// A property as non-empty text (Kong's values are strings); absent, unreadable or empty → `None`.
-fn property(path: &[&str]) -> Option<String> {
-    hostcalls::get_property(path.to_vec())
-        .ok()
-        .flatten()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .filter(|s| !s.is_empty())
-}
-
-/// A request header as text; a value that is not UTF-8 counts as absent (the SDK's `String`
-/// getter would panic on it).
-fn request_header(ctx: &dyn HttpContext, name: &str) -> Option<String> {
-    ctx.get_http_request_header_bytes(name)
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-}
-
-fn request_id(ctx: &dyn HttpContext) -> String {
-    request_header(ctx, "x-request-id").unwrap_or_default()
 }
 
 #[cfg(test)]
