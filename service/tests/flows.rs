@@ -77,6 +77,22 @@ impl Stack {
         r.send().await.expect("request")
     }
 
+    /// Posts a hand-built body with the given Content-Type.
+    async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        let r = self
+            .app
+            .http
+            .post(self.app.url(path))
+            .bearer_auth(&self.token)
+            .header("content-type", content_type);
+        r.body(body).send().await.expect("request")
+    }
+
     async fn verify(&self, name: &str, id: &str, face: &str) -> (u16, Value) {
         let r = self
             .post("/api/v1/kyc/verify", self.verify_form(name, id, face), None)
@@ -521,15 +537,12 @@ async fn bad_uploads_get_clear_errors_and_spend_nothing() {
 
     let truncated = "--XyZ\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a.jpg\"\r\n\r\n\u{FF}\u{D8}";
     let r = s
-        .app
-        .http
-        .post(s.app.url("/api/v1/kyc/ocr"))
-        .bearer_auth(&s.token)
-        .header("content-type", "multipart/form-data; boundary=XyZ")
-        .body(truncated)
-        .send()
-        .await
-        .expect("request");
+        .post_raw(
+            "/api/v1/kyc/ocr",
+            "multipart/form-data; boundary=XyZ",
+            truncated,
+        )
+        .await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         r.json::<Value>().await.expect("json")["error"]["code"],
@@ -601,15 +614,8 @@ async fn the_seed_ab_upload_without_a_boundary_parameter_works() {
     body.extend_from_slice(&s.image("idcard.jpg"));
     body.extend_from_slice(b"\r\n--kycboundary--\r\n");
     let r = s
-        .app
-        .http
-        .post(s.app.url("/api/v1/kyc/ocr"))
-        .bearer_auth(&s.token)
-        .header("content-type", "multipart/form-data")
-        .body(body)
-        .send()
-        .await
-        .expect("request");
+        .post_raw("/api/v1/kyc/ocr", "multipart/form-data", body)
+        .await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.expect("json")["id_card"], ID);
 }

@@ -35,6 +35,20 @@ pub fn log(filter: &str, level: LogLevel, message: &str) {
     let _ = hostcalls::log(level, &format!("{filter}: {message}"));
 }
 
+/// A filter's parsed configuration, or `None` after logging which field was refused (the root
+/// context then returns `false` from `on_configure`, and the host rejects the configuration).
+pub fn configure<C>(filter: &str, parsed: Result<C, filter_kit::config::ConfigError>) -> Option<C> {
+    parsed
+        .map_err(|e| {
+            log(
+                filter,
+                LogLevel::Error,
+                &format!("invalid configuration: field `{}`: {}", e.field, e.message),
+            )
+        })
+        .ok()
+}
+
 /// A property as non-empty text (Kong's values are strings); absent, unreadable or empty → `None`.
 pub fn property(path: &[&str]) -> Option<String> {
     hostcalls::get_property(path.to_vec())

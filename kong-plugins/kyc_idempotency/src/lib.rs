@@ -8,7 +8,8 @@
 use std::rc::Rc;
 
 use filter_host::{
-    Counter, Unconfigured, log, now_s, property, request_header, request_id, response_header,
+    Counter, Unconfigured, configure, log, now_s, property, request_header, request_id,
+    response_header,
 };
 use filter_kit::config::IdempotencyConfig;
 use filter_kit::idempotency::{
@@ -89,24 +90,13 @@ impl Context for IdempotencyRoot {}
 impl RootContext for IdempotencyRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match IdempotencyConfig::from_json(&bytes) {
-            Ok(cfg) => {
-                self.shared = Some(Rc::new(Shared {
-                    cfg,
-                    metrics: Metrics::define(),
-                }));
-                true
-            }
-            Err(e) => {
-                self.shared = None;
-                log(
-                    FILTER,
-                    LogLevel::Error,
-                    &format!("invalid configuration: field `{}`: {}", e.field, e.message),
-                );
-                false
-            }
-        }
+        self.shared = configure(FILTER, IdempotencyConfig::from_json(&bytes)).map(|cfg| {
+            Rc::new(Shared {
+                cfg,
+                metrics: Metrics::define(),
+            })
+        });
+        self.shared.is_some()
     }
 
     fn get_type(&self) -> Option<ContextType> {

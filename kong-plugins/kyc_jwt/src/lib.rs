@@ -7,7 +7,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use filter_host::{Counter, Unconfigured, log, now_s, request_header, request_id};
+use filter_host::{Counter, Unconfigured, configure, log, now_s, request_header, request_id};
 use filter_kit::config::JwtConfig;
 use filter_kit::jwt::{Identity, JwtError, TokenCache};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -63,26 +63,15 @@ impl Context for JwtRoot {}
 impl RootContext for JwtRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match JwtConfig::from_json(&bytes) {
-            Ok(cfg) => {
-                self.shared = Some(Rc::new(Shared {
-                    cfg,
-                    cache: RefCell::new(TokenCache::new(TOKEN_CACHE_ENTRIES)),
-                    authenticated: Counter::define("authenticated_total"),
-                    rejected: Counter::define("rejected_total"),
-                }));
-                true
-            }
-            Err(e) => {
-                self.shared = None;
-                log(
-                    FILTER,
-                    LogLevel::Error,
-                    &format!("invalid configuration: field `{}`: {}", e.field, e.message),
-                );
-                false
-            }
-        }
+        self.shared = configure(FILTER, JwtConfig::from_json(&bytes)).map(|cfg| {
+            Rc::new(Shared {
+                cfg,
+                cache: RefCell::new(TokenCache::new(TOKEN_CACHE_ENTRIES)),
+                authenticated: Counter::define("authenticated_total"),
+                rejected: Counter::define("rejected_total"),
+            })
+        });
+        self.shared.is_some()
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use filter_host::{Counter, Unconfigured, log, property, request_id, response_header};
+use filter_host::{Counter, Unconfigured, configure, log, property, request_id, response_header};
 use filter_kit::config::MaskConfig;
 use filter_kit::mask::{self, MaskOutcome};
 use filter_kit::reply::error_body;
@@ -55,29 +55,18 @@ impl Context for MaskRoot {}
 impl RootContext for MaskRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match MaskConfig::from_json(&bytes) {
-            Ok(cfg) => {
-                self.shared = Some(Rc::new(Shared {
-                    cfg,
-                    metrics: Metrics {
-                        masked: Counter::define("masked_total"),
-                        not_json: Counter::define("not_json_total"),
-                        encoded: Counter::define("encoded_total"),
-                        too_large: Counter::define("too_large_total"),
-                    },
-                }));
-                true
-            }
-            Err(e) => {
-                self.shared = None;
-                log(
-                    FILTER,
-                    LogLevel::Error,
-                    &format!("invalid configuration: field `{}`: {}", e.field, e.message),
-                );
-                false
-            }
-        }
+        self.shared = configure(FILTER, MaskConfig::from_json(&bytes)).map(|cfg| {
+            Rc::new(Shared {
+                cfg,
+                metrics: Metrics {
+                    masked: Counter::define("masked_total"),
+                    not_json: Counter::define("not_json_total"),
+                    encoded: Counter::define("encoded_total"),
+                    too_large: Counter::define("too_large_total"),
+                },
+            })
+        });
+        self.shared.is_some()
     }
 
     fn get_type(&self) -> Option<ContextType> {

@@ -7,7 +7,7 @@
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
-use filter_host::{Counter, Unconfigured, log, property, request_header, request_id};
+use filter_host::{Counter, Unconfigured, configure, log, property, request_header, request_id};
 use filter_kit::config::RateLimitConfig;
 use filter_kit::gcra::{self, Decision};
 use proxy_wasm::hostcalls;
@@ -52,26 +52,15 @@ impl Context for RateLimitRoot {}
 impl RootContext for RateLimitRoot {
     fn on_configure(&mut self, _plugin_configuration_size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match RateLimitConfig::from_json(&bytes) {
-            Ok(cfg) => {
-                self.shared = Some(Rc::new(Shared {
-                    cfg,
-                    allowed: Counter::define("allowed_total"),
-                    limited: Counter::define("limited_total"),
-                    shm_failures: Counter::define("shm_failures_total"),
-                }));
-                true
-            }
-            Err(e) => {
-                self.shared = None;
-                log(
-                    FILTER,
-                    LogLevel::Error,
-                    &format!("invalid configuration: field `{}`: {}", e.field, e.message),
-                );
-                false
-            }
-        }
+        self.shared = configure(FILTER, RateLimitConfig::from_json(&bytes)).map(|cfg| {
+            Rc::new(Shared {
+                cfg,
+                allowed: Counter::define("allowed_total"),
+                limited: Counter::define("limited_total"),
+                shm_failures: Counter::define("shm_failures_total"),
+            })
+        });
+        self.shared.is_some()
     }
 
     fn get_type(&self) -> Option<ContextType> {
