@@ -574,6 +574,9 @@ pub struct RateLimitConfig {
     /// Add the rate-limit headers to admitted responses too (refusals always carry them).
     /// Default true.
     pub emit_headers: bool,
+    /// When shared data cannot be read or settled, refuse the request (503) instead of letting it
+    /// through. Default false: availability wins, and the filter counts the failure.
+    pub fail_closed: bool,
 }
 
 impl Default for RateLimitConfig {
@@ -583,6 +586,7 @@ impl Default for RateLimitConfig {
             burst: 200,
             policy_name: "edge".to_owned(),
             emit_headers: true,
+            fail_closed: false,
         }
     }
 }
@@ -603,6 +607,7 @@ impl RateLimitConfig {
             burst: raw.burst.unwrap_or(defaults.burst),
             policy_name: raw.policy_name.unwrap_or(defaults.policy_name),
             emit_headers: raw.emit_headers.unwrap_or(defaults.emit_headers),
+            fail_closed: raw.fail_closed.unwrap_or(defaults.fail_closed),
         };
         for (field, value) in [("rate_per_sec", cfg.rate_per_sec), ("burst", cfg.burst)] {
             if !(1..=MAX_RATE).contains(&value) {
@@ -633,6 +638,8 @@ struct RawRateLimitConfig {
     policy_name: Option<String>,
     #[serde(default)]
     emit_headers: Option<bool>,
+    #[serde(default)]
+    fail_closed: Option<bool>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1130,6 +1137,7 @@ mod tests {
         .expect("valid");
         assert_eq!((cfg.rate_per_sec, cfg.burst), (5, 10));
         assert!(cfg.emit_headers);
+        assert!(!cfg.fail_closed);
         assert_eq!(
             RateLimitConfig::from_json(br#"{"rate_per_sec":0}"#)
                 .expect_err("0")
@@ -1147,6 +1155,28 @@ mod tests {
                 .expect_err("quote")
                 .field,
             "policy_name"
+        );
+    }
+
+    #[test]
+    fn rate_limit_fails_open_unless_told_to_fail_closed() {
+        let parse = |json: &str| RateLimitConfig::from_json(json.as_bytes());
+        assert!(!RateLimitConfig::default().fail_closed);
+        assert!(!parse("{}").expect("valid").fail_closed);
+        assert!(!parse(r#"{"fail_closed":null}"#).expect("valid").fail_closed);
+        assert!(
+            !parse(r#"{"fail_closed":false}"#)
+                .expect("valid")
+                .fail_closed
+        );
+        assert!(parse(r#"{"fail_closed":true}"#).expect("valid").fail_closed);
+        for bad in [r#"{"fail_closed":"true"}"#, r#"{"fail_closed":1}"#] {
+            assert_eq!(parse(bad).expect_err(bad).field, "fail_closed");
+        }
+        // A misspelling must not silently leave the limiter failing open.
+        assert_eq!(
+            parse(r#"{"fail_close":true}"#).expect_err("unknown").field,
+            "fail_close"
         );
     }
 

@@ -179,6 +179,24 @@ pub fn reply(d: &Decision) -> ErrorReply {
     }
 }
 
+/// `Retry-After` on the 503 of a limiter that fails closed: shared data is the host's own memory,
+/// so a failure is rare and short, and the client may try again at once.
+pub const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
+/// The 503 reply when the limit's state could not be read or settled and the config says
+/// `fail_closed`: code `RATE_LIMIT_UNAVAILABLE`. Send it with `retry-after`
+/// [`UNAVAILABLE_RETRY_AFTER_SECS`]; it carries no `RateLimit` fields, since there is no decision.
+#[must_use]
+pub fn unavailable_reply() -> ErrorReply {
+    ErrorReply {
+        status: 503,
+        code: "RATE_LIMIT_UNAVAILABLE",
+        message: format!(
+            "the rate limit could not be checked; retry after {UNAVAILABLE_RETRY_AFTER_SECS} s"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +405,19 @@ mod tests {
         });
         assert_eq!((r.status, r.code), (429, "RATE_LIMITED"));
         assert_eq!(r.message, "too many requests; retry after 3 s");
+    }
+
+    #[test]
+    fn the_fail_closed_reply_is_a_503_in_the_projects_shape() {
+        let r = unavailable_reply();
+        assert_eq!((r.status, r.code), (503, "RATE_LIMIT_UNAVAILABLE"));
+        assert_eq!(
+            r.message,
+            "the rate limit could not be checked; retry after 1 s"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&r.json_body("req-1")).expect("json");
+        assert_eq!(body["error"]["code"], "RATE_LIMIT_UNAVAILABLE");
+        assert_eq!(body["request_id"], "req-1");
     }
 
     #[test]

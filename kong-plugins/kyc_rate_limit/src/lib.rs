@@ -2,7 +2,8 @@
 //! proxy-wasm adapter over `filter_kit::gcra`. The state of each key is one TAT in the host's
 //! shared data (`ratelimit/…`, so Kong needs an `shm_kv` zone named `ratelimit`), read and then
 //! written with the CAS just read, so the workers of a node share one limit. Refusals are a 429
-//! sent here; admitted responses get the `RateLimit` headers. Every decision is filter-kit's.
+//! sent here; admitted responses get the `RateLimit` headers. When shared data fails, the request
+//! goes through, or gets a 503 with `fail_closed`. Every decision is filter-kit's.
 
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -38,8 +39,10 @@ struct Shared {
     cfg: RateLimitConfig,
     allowed: Counter,
     limited: Counter,
-    /// Shared data that could not be read or settled: the request was let through (fail open).
+    /// Shared data that could not be read or settled, whichever way the request then went.
     shm_failures: Counter,
+    /// Those of them refused with a 503 because the config says `fail_closed`.
+    shm_refused: Counter,
 }
 
 #[derive(Default)]
@@ -58,6 +61,7 @@ impl RootContext for RateLimitRoot {
                 allowed: Counter::define("allowed_total"),
                 limited: Counter::define("limited_total"),
                 shm_failures: Counter::define("shm_failures_total"),
+                shm_refused: Counter::define("shm_refused_total"),
             })
         });
         self.shared.is_some()
@@ -109,9 +113,19 @@ impl HttpContext for RateLimitRequest {
                 self.refuse(&d);
                 Action::Pause
             }
+            None if self.shared.cfg.fail_closed => {
+                self.shared.shm_failures.bump();
+                self.shared.shm_refused.bump();
+                log(
+                    FILTER,
+                    LogLevel::Warn,
+                    &format!("shared data for {key} did not settle; request refused (fail_closed)"),
+                );
+                self.refuse_unavailable();
+                Action::Pause
+            }
             None => {
-                // RateLimitConfig has no fail-open/closed switch: availability wins, and the
-                // metric tells operators when it happened.
+                // Fail open, the default: availability wins, and the metric tells operators.
                 self.shared.shm_failures.bump();
                 log(
                     FILTER,
@@ -171,6 +185,22 @@ impl RateLimitRequest {
         reply_headers.push(("content-type", "application/json"));
         let body = gcra::reply(d).json_body(&request_id(self));
         self.send_http_response(429, reply_headers, Some(&body));
+    }
+
+    /// The 503 of a limiter that fails closed: `retry-after` and the project's error body, but no
+    /// `RateLimit` fields, since nothing was decided.
+    fn refuse_unavailable(&self) {
+        let reply = gcra::unavailable_reply();
+        let retry_after = gcra::UNAVAILABLE_RETRY_AFTER_SECS.to_string();
+        let body = reply.json_body(&request_id(self));
+        self.send_http_response(
+            u32::from(reply.status),
+            vec![
+                (gcra::RETRY_AFTER, retry_after.as_str()),
+                ("content-type", "application/json"),
+            ],
+            Some(&body),
+        );
     }
 
     /// The route part of the key: Kong's route name or id, else the path without its query
