@@ -118,14 +118,29 @@ fn main() {
         .expect("valid");
     let response = vec![b'y'; 2048];
     let sk = idempotency::storage_key("kyc-client", &key);
-    let fp = idempotency::Fingerprint::new(&sk, "POST", "/api/v1/kyc/verify", &body);
+    let fp = idempotency::Fingerprint::new(&sk, "POST", "/api/v1/kyc/verify", None, &body);
     let stored =
         match idempotency::on_response(&icfg, &fp, 200, Some("application/json"), &response, NOW) {
             idempotency::ResponseDecision::Store(bytes) => bytes,
             idempotency::ResponseDecision::Release => unreachable!("a 200 is stored"),
         };
     time("idempotency fingerprint (1 KiB body)", 50_000, || {
-        idempotency::Fingerprint::new(&sk, "POST", "/api/v1/kyc/verify", &body)
+        idempotency::Fingerprint::new(&sk, "POST", "/api/v1/kyc/verify", None, &body)
+    });
+    let boundary = "------------------------d74496d66958873e";
+    let form = format!("multipart/form-data; boundary={boundary}");
+    let mut upload = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"idcard.jpg\"\r\n\
+         Content-Type: image/jpeg\r\n\r\n"
+    )
+    .into_bytes();
+    upload.extend((0..64 * 1024_u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8));
+    upload.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    time("idempotency fingerprint (64 KiB multipart)", 2_000, || {
+        idempotency::Fingerprint::new(&sk, "POST", "/api/v1/kyc/ocr", Some(&form), &upload)
+    });
+    time("idempotency fingerprint (64 KiB raw)", 2_000, || {
+        idempotency::Fingerprint::new(&sk, "POST", "/api/v1/kyc/ocr", None, &upload)
     });
     time("idempotency::on_request, fresh key", 100_000, || {
         idempotency::on_request(&icfg, None, &fp, NOW)

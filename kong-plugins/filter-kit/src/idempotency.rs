@@ -119,24 +119,211 @@ pub struct Fingerprint {
     /// SHA-256 of the storage key.
     pub key: [u8; 32],
     /// SHA-256 of method, path and body, each length-prefixed so no two requests can collide by
-    /// moving bytes between the parts.
+    /// moving bytes between the parts. A `multipart/*` body with a valid `boundary` is hashed as
+    /// the segments between its delimiters instead (see [`Fingerprint::new`]).
     pub request: [u8; 32],
 }
 
+/// Stands where a raw body's length prefix would be, to mark a body hashed as multipart segments.
+/// No body is `u64::MAX` bytes long, so the two encodings never meet.
+const MULTIPART_MARKER: u64 = u64::MAX;
+
 impl Fingerprint {
-    /// Fingerprints a request. `path` is the `:path` pseudo-header, query string included.
+    /// Fingerprints a request. `path` is the `:path` pseudo-header, query string included;
+    /// `content_type` is the request's `Content-Type` header, if it has one.
+    ///
+    /// The body is hashed as it is, except for a `multipart/*` body whose `Content-Type` carries a
+    /// valid `boundary` parameter (RFC 2046 §5.1.1, RFC 7578 §4.1; quoted or not): that body is
+    /// hashed as the sequence of segments between occurrences of `--<boundary>` (preamble, each
+    /// part with its headers, and what follows the close delimiter), each length-prefixed. Clients
+    /// pick a new random boundary per request (`curl -F` does), so a retry of the same upload
+    /// fingerprints the same, while any change to a part's headers or content still differs.
+    /// Without a boundary, or with a malformed `Content-Type` or boundary, the body is hashed raw.
     #[must_use]
-    pub fn new(storage_key: &str, method: &str, path: &str, body: &[u8]) -> Self {
-        let mut h = Sha256::new();
-        for part in [method.as_bytes(), path.as_bytes(), body] {
+    pub fn new(
+        storage_key: &str,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Self {
+        fn put(h: &mut Sha256, part: &[u8]) {
             h.update((part.len() as u64).to_be_bytes());
             h.update(part);
+        }
+        let mut h = Sha256::new();
+        put(&mut h, method.as_bytes());
+        put(&mut h, path.as_bytes());
+        match content_type.and_then(Delimiter::of_content_type) {
+            Some(delimiter) => {
+                h.update(MULTIPART_MARKER.to_be_bytes());
+                delimiter.for_each_segment(body, |segment| put(&mut h, segment));
+            }
+            None => put(&mut h, body),
         }
         Self {
             key: Sha256::digest(storage_key.as_bytes()).into(),
             request: h.finalize().into(),
         }
     }
+}
+
+/// The longest boundary RFC 2046 allows.
+const MAX_BOUNDARY_LEN: usize = 70;
+
+/// A multipart delimiter, `--` then the boundary, kept on the stack.
+struct Delimiter {
+    bytes: [u8; 2 + MAX_BOUNDARY_LEN],
+    len: usize,
+}
+
+impl Delimiter {
+    /// The delimiter of a `multipart/*` content type with exactly one valid `boundary` parameter;
+    /// `None` for any other type, or when the header or its boundary is malformed.
+    fn of_content_type(content_type: &str) -> Option<Self> {
+        let ct = content_type.trim_matches([' ', '\t']).as_bytes();
+        let type_end = ct.iter().position(|&b| b == b';').unwrap_or(ct.len());
+        let (media_type, mut rest) = ct.split_at(type_end);
+        let (top, subtype) = trim_ows_end(media_type).split_at_checked(10)?;
+        if !top.eq_ignore_ascii_case(b"multipart/")
+            || subtype.is_empty()
+            || !subtype.iter().all(|&b| is_tchar(b))
+        {
+            return None;
+        }
+        let mut found = None;
+        // rest: *( OWS ";" OWS [ token "=" ( token / quoted-string ) ] ) (RFC 9110 §5.6.6)
+        while let Some(after_semicolon) = rest.strip_prefix(b";") {
+            rest = trim_ows_start(after_semicolon);
+            if rest.is_empty() || rest[0] == b';' {
+                continue;
+            }
+            let name_len = rest.iter().take_while(|&&b| is_tchar(b)).count();
+            let (name, after_name) = rest.split_at(name_len);
+            let value_start = after_name.strip_prefix(b"=").filter(|_| name_len > 0)?;
+            let is_boundary = name.eq_ignore_ascii_case(b"boundary");
+            if is_boundary && found.is_some() {
+                return None; // two boundaries: which one the upstream takes is anyone's guess
+            }
+            let mut delimiter = Self {
+                bytes: [b'-'; 2 + MAX_BOUNDARY_LEN],
+                len: 2,
+            };
+            let mut push = |b: u8| {
+                if is_boundary {
+                    if delimiter.len == delimiter.bytes.len() || !is_bchar(b) {
+                        return false;
+                    }
+                    delimiter.bytes[delimiter.len] = b;
+                    delimiter.len += 1;
+                }
+                true
+            };
+            if let Some(quoted) = value_start.strip_prefix(b"\"") {
+                // quoted-string: qdtext and quoted-pairs up to the closing quote.
+                let mut i = 0;
+                loop {
+                    match *quoted.get(i)? {
+                        b'"' => break,
+                        b'\\' => {
+                            let b = *quoted.get(i + 1)?;
+                            if !(is_quoted_pair_char(b) && push(b)) {
+                                return None;
+                            }
+                            i += 2;
+                        }
+                        b if is_qdtext(b) && push(b) => i += 1,
+                        _ => return None,
+                    }
+                }
+                rest = &quoted[i + 1..];
+            } else {
+                let len = value_start
+                    .iter()
+                    .take_while(|&&b| is_tchar_or_bchar(b))
+                    .count();
+                if len == 0 || !value_start[..len].iter().all(|&b| push(b)) {
+                    return None;
+                }
+                rest = &value_start[len..];
+            }
+            rest = trim_ows_start(rest);
+            if is_boundary {
+                let boundary = &delimiter.bytes[2..delimiter.len];
+                if boundary.is_empty() || boundary.ends_with(b" ") {
+                    return None;
+                }
+                found = Some(delimiter);
+            }
+        }
+        if rest.is_empty() { found } else { None }
+    }
+
+    /// Calls `f` with each segment of `body` between occurrences of the delimiter, in order: the
+    /// preamble (empty when the body starts with a delimiter), then what follows each delimiter.
+    /// Occurrences do not overlap. Boyer-Moore-Horspool with the shift table on the stack.
+    fn for_each_segment(&self, body: &[u8], mut f: impl FnMut(&[u8])) {
+        let needle = &self.bytes[..self.len];
+        let m = needle.len(); // 3..=72, so every shift fits a u8
+        let last = m - 1;
+        let mut shift = [m as u8; 256];
+        for (i, &b) in needle[..last].iter().enumerate() {
+            shift[usize::from(b)] = (last - i) as u8;
+        }
+        let (mut start, mut at) = (0, 0);
+        while at + m <= body.len() {
+            let tail = body[at + last];
+            if tail == needle[last] && body[at..at + last] == needle[..last] {
+                f(&body[start..at]);
+                at += m;
+                start = at;
+            } else {
+                at += usize::from(shift[usize::from(tail)]);
+            }
+        }
+        f(&body[start..]);
+    }
+}
+
+fn trim_ows_start(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    &s[n..]
+}
+
+fn trim_ows_end(s: &[u8]) -> &[u8] {
+    let n = s
+        .iter()
+        .rev()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    &s[..s.len() - n]
+}
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// RFC 2046 `bchars`: what a boundary may contain (a space only inside, and only when quoted).
+fn is_bchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"'()+_,-./:=? ".contains(&b)
+}
+
+/// What an unquoted parameter value may be made of: a token's characters, and for a boundary
+/// (which `push` further limits to `bcharsnospace`) also `(`, `)`, `,`, `/`, `:`, `=` and `?`.
+/// Strictly those need quotes, but unquoted they are common and unambiguous before the next `;`.
+fn is_tchar_or_bchar(b: u8) -> bool {
+    is_tchar(b) || (b != b' ' && is_bchar(b))
+}
+
+/// What may follow the `\` of an RFC 9110 `quoted-pair`.
+fn is_quoted_pair_char(b: u8) -> bool {
+    matches!(b, b'\t' | 0x20..=0x7E | 0x80..=0xFF)
+}
+
+/// RFC 9110 `qdtext` (obs-text included).
+fn is_qdtext(b: u8) -> bool {
+    matches!(b, b'\t' | b' ' | 0x21 | 0x23..=0x5B | 0x5D..=0x7E | 0x80..=0xFF)
 }
 
 /// A record as kept in shared data.
@@ -421,7 +608,7 @@ mod tests {
 
     fn fp(body: &str) -> Fingerprint {
         let sk = storage_key("kyc-client", &key("8e03978e-40d5-43e8-bc93-6894a57f9324"));
-        Fingerprint::new(&sk, "POST", "/api/v1/kyc/verify", body.as_bytes())
+        Fingerprint::new(&sk, "POST", "/api/v1/kyc/verify", None, body.as_bytes())
     }
 
     fn cfg() -> IdempotencyConfig {
@@ -516,27 +703,266 @@ mod tests {
     #[test]
     fn the_fingerprint_binds_method_path_body_and_key() {
         let sk = "idem/c/k";
-        let base = Fingerprint::new(sk, "POST", "/v1/verify", b"{}");
-        assert_eq!(base, Fingerprint::new(sk, "POST", "/v1/verify", b"{}"));
-        assert_ne!(
-            base.request,
-            Fingerprint::new(sk, "PATCH", "/v1/verify", b"{}").request
+        let base = Fingerprint::new(sk, "POST", "/v1/verify", None, b"{}");
+        assert_eq!(
+            base,
+            Fingerprint::new(sk, "POST", "/v1/verify", None, b"{}")
         );
         assert_ne!(
             base.request,
-            Fingerprint::new(sk, "POST", "/v1/verify?x=1", b"{}").request
+            Fingerprint::new(sk, "PATCH", "/v1/verify", None, b"{}").request
         );
         assert_ne!(
             base.request,
-            Fingerprint::new(sk, "POST", "/v1/verify", b"{ }").request
+            Fingerprint::new(sk, "POST", "/v1/verify?x=1", None, b"{}").request
         );
         assert_ne!(
-            Fingerprint::new(sk, "POST", "/ab", b"c").request,
-            Fingerprint::new(sk, "POST", "/a", b"bc").request
+            base.request,
+            Fingerprint::new(sk, "POST", "/v1/verify", None, b"{ }").request
         );
-        let other_key = Fingerprint::new("idem/c/k2", "POST", "/v1/verify", b"{}");
+        assert_ne!(
+            Fingerprint::new(sk, "POST", "/ab", None, b"c").request,
+            Fingerprint::new(sk, "POST", "/a", None, b"bc").request
+        );
+        let other_key = Fingerprint::new("idem/c/k2", "POST", "/v1/verify", None, b"{}");
         assert_eq!(base.request, other_key.request);
         assert_ne!(base.key, other_key.key);
+    }
+
+    /// A `curl -F image=@idcard.jpg -F language=zh` body, with `boundary` as the boundary.
+    fn multipart(boundary: &str, image: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(
+            b"Content-Disposition: form-data; name=\"image\"; filename=\"idcard.jpg\"\r\n",
+        );
+        body.extend_from_slice(b"Content-Type: image/jpeg\r\n\r\n");
+        body.extend_from_slice(image);
+        body.extend_from_slice(format!("\r\n--{boundary}\r\n").as_bytes());
+        body.extend_from_slice(b"Content-Disposition: form-data; name=\"language\"\r\n\r\nzh");
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        body
+    }
+
+    fn ocr(content_type: Option<&str>, body: &[u8]) -> [u8; 32] {
+        Fingerprint::new("idem/c/k", "POST", "/api/v1/kyc/ocr", content_type, body).request
+    }
+
+    fn form(boundary: &str) -> String {
+        format!("multipart/form-data; boundary={boundary}")
+    }
+
+    const JPEG: &[u8] = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00-- not a delimiter\r\n--\xff\xd9";
+
+    #[test]
+    fn the_multipart_boundary_does_not_change_the_fingerprint() {
+        // curl picks a new random boundary on every run.
+        let a = "------------------------d74496d66958873e";
+        let b = "------------------------0a1b2c3d4e5f6789";
+        let fa = ocr(Some(&form(a)), &multipart(a, JPEG));
+        assert_eq!(fa, ocr(Some(&form(b)), &multipart(b, JPEG)));
+        // Browsers' and other clients' shapes, of other lengths.
+        for other in [
+            "----WebKitFormBoundary7MA4YWxkTrZu0gW",
+            "x",
+            &"b".repeat(70),
+        ] {
+            assert_eq!(
+                fa,
+                ocr(Some(&form(other)), &multipart(other, JPEG)),
+                "{other}"
+            );
+        }
+        // Any multipart subtype, any case of the type and of the parameter's name, other
+        // parameters before or after it, spaces around the semicolons.
+        for ct in [
+            format!("Multipart/Form-Data; BOUNDARY={b}"),
+            format!("multipart/mixed ;charset=utf-8;  Boundary={b} ; x=\"y;boundary=z\""),
+            format!("multipart/form-data; boundary={b};"),
+        ] {
+            assert_eq!(fa, ocr(Some(&ct), &multipart(b, JPEG)), "{ct}");
+        }
+        // Without a multipart content type, the boundary is part of the body as before.
+        assert_ne!(
+            ocr(None, &multipart(a, JPEG)),
+            ocr(None, &multipart(b, JPEG))
+        );
+    }
+
+    #[test]
+    fn any_change_to_a_part_changes_the_fingerprint() {
+        let b = "------------------------d74496d66958873e";
+        let ct = form(b);
+        let base = ocr(Some(&ct), &multipart(b, JPEG));
+        let mut other_image = JPEG.to_vec();
+        other_image[6] ^= 1;
+        assert_ne!(base, ocr(Some(&ct), &multipart(b, &other_image)));
+        assert_ne!(base, ocr(Some(&ct), &multipart(b, &JPEG[1..])));
+        let renamed = String::from_utf8_lossy(&multipart(b, b"img"))
+            .replace("idcard.jpg", "idcard2.jpg")
+            .into_bytes();
+        assert_ne!(
+            ocr(Some(&ct), &multipart(b, b"img")),
+            ocr(Some(&ct), &renamed)
+        );
+        let language = String::from_utf8_lossy(&multipart(b, b"img"))
+            .replace("\r\n\r\nzh", "\r\n\r\nen")
+            .into_bytes();
+        assert_ne!(
+            ocr(Some(&ct), &multipart(b, b"img")),
+            ocr(Some(&ct), &language)
+        );
+        // Bytes moved across a delimiter, and the epilogue, count too.
+        let body = multipart(b, JPEG);
+        let mut epilogue = body.clone();
+        epilogue.extend_from_slice(b"trailing");
+        assert_ne!(base, ocr(Some(&ct), &epilogue));
+        let two = format!("--{b}\r\nab--{b}c");
+        let moved = format!("--{b}\r\na--{b}bc");
+        assert_ne!(
+            ocr(Some(&ct), two.as_bytes()),
+            ocr(Some(&ct), moved.as_bytes())
+        );
+        // Method and path still count.
+        assert_ne!(
+            base,
+            Fingerprint::new("idem/c/k", "POST", "/api/v1/kyc/face", Some(&ct), &body).request
+        );
+    }
+
+    #[test]
+    fn a_quoted_boundary_is_unquoted() {
+        let b = "gc0p4Jq0M2Yt08jU534c0p";
+        let plain = ocr(Some(&form(b)), &multipart(b, JPEG));
+        assert_eq!(
+            plain,
+            ocr(
+                Some(&format!("multipart/form-data; boundary=\"{b}\"")),
+                &multipart(b, JPEG)
+            )
+        );
+        // Quoted, a boundary may hold characters a token may not: spaces, `:`, `?`, `=`, …
+        let spaced = "simple boundary: (a=b)?";
+        assert_eq!(
+            plain,
+            ocr(
+                Some(&format!("multipart/mixed; boundary=\"{spaced}\"")),
+                &multipart(spaced, JPEG)
+            )
+        );
+        // A quoted-pair stands for its character.
+        assert_eq!(
+            plain,
+            ocr(
+                Some("multipart/form-data; boundary=\"gc0p4Jq0M2Yt08jU534c0\\p\""),
+                &multipart(b, JPEG)
+            )
+        );
+    }
+
+    #[test]
+    fn a_body_that_is_not_multipart_is_hashed_raw() {
+        let body = b"--x\r\n{\"a\":1}\r\n--x--";
+        let raw = |ct| Fingerprint::new("idem/c/k", "POST", "/v1", ct, body).request;
+        let none = raw(None);
+        for ct in [
+            "application/json",
+            "text/plain; boundary=x",
+            "application/x-multipart; boundary=x",
+            "multipart; boundary=x",
+        ] {
+            assert_eq!(raw(Some(ct)), none, "{ct}");
+        }
+        assert_ne!(raw(Some("multipart/form-data; boundary=x")), none);
+        // And the raw hash is the one of before: method, path and body, each length-prefixed.
+        let mut h = Sha256::new();
+        for part in [b"POST".as_slice(), b"/v1", body] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
+        assert_eq!(none, <[u8; 32]>::from(h.finalize()));
+    }
+
+    #[test]
+    fn multipart_without_a_valid_boundary_is_hashed_raw() {
+        let b = "------------------------d74496d66958873e";
+        let body = multipart(b, JPEG);
+        let none = ocr(None, &body);
+        let too_long = "b".repeat(71);
+        for ct in [
+            "multipart/form-data".to_owned(),
+            "multipart/form-data;".to_owned(),
+            "multipart/form-data; charset=utf-8".to_owned(),
+            "multipart/form-data; boundary=".to_owned(),
+            "multipart/form-data; boundary=\"\"".to_owned(),
+            format!("multipart/form-data; boundary={too_long}"),
+            format!("multipart/form-data; boundary=\"{b}"),
+            format!("multipart/form-data; boundary=\"{b} \""),
+            format!("multipart/form-data; boundary={b} x"),
+            format!("multipart/form-data; boundary = {b}"),
+            "multipart/form-data; boundary=a@b".to_owned(),
+            "multipart/form-data; boundary=\"a\\\"b\"".to_owned(),
+            format!("multipart/form-data; boundary={b}; boundary={b}"),
+            format!("multipart/form-data; charset; boundary={b}"),
+            format!("multipart/; boundary={b}"),
+            format!("multipart /form-data; boundary={b}"),
+        ] {
+            assert_eq!(ocr(Some(&ct), &body), none, "{ct}");
+        }
+    }
+
+    #[test]
+    fn segments_split_at_every_delimiter_without_overlap() {
+        let d = Delimiter::of_content_type("multipart/form-data; boundary=-a").expect("valid");
+        let segments = |body: &[u8]| {
+            let mut out = Vec::new();
+            d.for_each_segment(body, |s| out.push(s.to_vec()));
+            out
+        };
+        let v = |parts: &[&[u8]]| parts.iter().map(|p| p.to_vec()).collect::<Vec<_>>();
+        assert_eq!(segments(b""), v(&[b""]));
+        assert_eq!(segments(b"---a"), v(&[b"", b""]));
+        assert_eq!(segments(b"x---a---a-y---a"), v(&[b"x", b"", b"-y", b""]));
+        assert_eq!(segments(b"-----a--a"), v(&[b"--", b"--a"]));
+        assert_eq!(segments(b"---"), v(&[b"---"]));
+        // Horspool against a plain scan, on every body of up to 8 bytes made of the delimiter's
+        // own bytes and one other.
+        let mut bodies = vec![Vec::new()];
+        for len in 1..=8 {
+            let longer: Vec<Vec<u8>> = bodies
+                .iter()
+                .filter(|b| b.len() == len - 1)
+                .flat_map(|b| {
+                    b"-ax".iter().map(move |&c| {
+                        let mut b = b.clone();
+                        b.push(c);
+                        b
+                    })
+                })
+                .collect();
+            bodies.extend(longer);
+        }
+        assert_eq!(bodies.len(), (0..=8).map(|n| 3_usize.pow(n)).sum::<usize>());
+        for body in &bodies {
+            let mut expected = Vec::new();
+            let (mut start, mut at) = (0, 0);
+            while at < body.len() {
+                if body[at..].starts_with(b"---a") {
+                    expected.push(body[start..at].to_vec());
+                    at += 4;
+                    start = at;
+                } else {
+                    at += 1;
+                }
+            }
+            expected.push(body[start..].to_vec());
+            assert_eq!(
+                segments(body),
+                expected,
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]
@@ -671,7 +1097,13 @@ mod tests {
     fn a_record_of_another_key_in_the_same_slot_is_never_replayed() {
         let c = cfg();
         let mine = fp("{}");
-        let theirs = Fingerprint::new("idem/other-client/k", "POST", "/api/v1/kyc/verify", b"{}");
+        let theirs = Fingerprint::new(
+            "idem/other-client/k",
+            "POST",
+            "/api/v1/kyc/verify",
+            None,
+            b"{}",
+        );
         assert_eq!(mine.request, theirs.request);
         let their_record = stored(on_response(&c, &theirs, 200, None, b"their PII", NOW));
         let d = on_request(&c, Some(&their_record), &mine, NOW);

@@ -199,7 +199,13 @@ fn a_verified_client_is_limited_made_idempotent_and_masked() {
     let key = IdempotencyKey::parse(Some("8e03978e-40d5-43e8-bc93-6894a57f9324")).expect("valid");
     let store_key = idempotency::storage_key(&identity.client_id, &key);
     let body = r#"{"name":"张三","idcard":"11010519491231002X","phone":"13800138000"}"#.as_bytes();
-    let fp = Fingerprint::new(&store_key, "POST", "/api/v1/kyc/verify", body);
+    let fp = Fingerprint::new(
+        &store_key,
+        "POST",
+        "/api/v1/kyc/verify",
+        Some("application/json"),
+        body,
+    );
     assert!(matches!(
         claim(&mut shm, &idem_cfg, &store_key, &fp, NOW),
         RequestDecision::Proceed { .. }
@@ -247,7 +253,7 @@ fn a_verified_client_is_limited_made_idempotent_and_masked() {
     assert_eq!((status, replayed.as_slice()), (200, upstream.as_bytes()));
 
     // The same key with another body is refused.
-    let other = Fingerprint::new(&store_key, "POST", "/api/v1/kyc/verify", b"{}");
+    let other = Fingerprint::new(&store_key, "POST", "/api/v1/kyc/verify", None, b"{}");
     let d = claim(&mut shm, &idem_cfg, &store_key, &other, NOW + 60);
     assert_eq!(
         d.reply().map(|r| (r.status, r.code)),
@@ -263,7 +269,7 @@ fn a_failed_upstream_releases_the_key_for_a_retry() {
         "kyc-client",
         &IdempotencyKey::parse(Some("k-1")).expect("valid"),
     );
-    let fp = Fingerprint::new(&key, "POST", "/api/v1/kyc/ocr", b"image");
+    let fp = Fingerprint::new(&key, "POST", "/api/v1/kyc/ocr", None, b"image");
     assert!(matches!(
         claim(&mut shm, &cfg, &key, &fp, NOW),
         RequestDecision::Proceed { .. }
@@ -280,6 +286,64 @@ fn a_failed_upstream_releases_the_key_for_a_retry() {
     ));
 }
 
+/// The seed's loop: `curl -X POST …/api/v1/kyc/ocr -H "Idempotency-Key: test-123" -F
+/// "image=@idcard.jpg"` five times. curl picks a new multipart boundary on every run; the first
+/// request reaches upstream and the other four replay its response.
+#[test]
+fn curl_uploads_with_a_new_boundary_each_time_replay_the_first_response() {
+    let cfg = IdempotencyConfig::default();
+    let mut shm = SharedData::default();
+    let key = idempotency::storage_key(
+        "kyc-client",
+        &IdempotencyKey::parse(Some("test-123")).expect("valid"),
+    );
+    let jpeg = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01 scanned id card \xff\xd9";
+    let upload = |boundary: &str, image: &[u8]| {
+        let content_type = format!("multipart/form-data; boundary={boundary}");
+        let mut body = format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; \
+             filename=\"idcard.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(image);
+        body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        Fingerprint::new(&key, "POST", "/api/v1/kyc/ocr", Some(&content_type), &body)
+    };
+    let upstream = r#"{"success":true,"name":"张三","request_id":"r-1"}"#.as_bytes();
+    for (run, hex) in [
+        "d74496d66958873e",
+        "0a1b2c3d4e5f6789",
+        "5c7f00e1b2a39d44",
+        "e3b0c44298fc1c14",
+        "9a8b7c6d5e4f3a2b",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let fp = upload(&format!("------------------------{hex}"), jpeg);
+        let now = NOW + run as u64;
+        match claim(&mut shm, &cfg, &key, &fp, now) {
+            RequestDecision::Proceed { .. } if run == 0 => finish(
+                &mut shm,
+                idempotency::on_response(&cfg, &fp, 200, Some("application/json"), upstream, now),
+                &key,
+            ),
+            RequestDecision::Replay { status, body, .. } if run > 0 => {
+                assert_eq!((status, body.as_slice()), (200, upstream));
+            }
+            other => panic!("run {run}: {other:?}"),
+        }
+    }
+    // Another image under the same key is still refused, whatever its boundary.
+    let other = upload("------------------------d74496d66958873e", b"another card");
+    assert_eq!(
+        claim(&mut shm, &cfg, &key, &other, NOW + 10)
+            .reply()
+            .map(|r| (r.status, r.code)),
+        Some((422, "IDEMPOTENCY_KEY_REUSED"))
+    );
+}
+
 #[test]
 fn two_workers_racing_for_one_key_leave_exactly_one_winner() {
     let cfg = IdempotencyConfig::default();
@@ -288,7 +352,7 @@ fn two_workers_racing_for_one_key_leave_exactly_one_winner() {
         "kyc-client",
         &IdempotencyKey::parse(Some("race")).expect("valid"),
     );
-    let fp = Fingerprint::new(&key, "POST", "/api/v1/kyc/verify", b"{}");
+    let fp = Fingerprint::new(&key, "POST", "/api/v1/kyc/verify", None, b"{}");
     // Both read before either writes.
     let (a_bytes, a_cas) = shm.get(&key);
     let (b_bytes, b_cas) = shm.get(&key);

@@ -123,6 +123,8 @@ enum Phase {
         storage_key: String,
         method: String,
         path: String,
+        /// The request's `content-type`: a multipart body is fingerprinted without its boundary.
+        content_type: Option<String>,
     },
     /// The key is ours: `record` is the in-flight record we wrote. The response is copied as it
     /// streams by, up to one byte past `max_body_bytes` (enough for filter-kit to see it is too
@@ -173,13 +175,15 @@ impl HttpContext for IdempotencyRequest {
         };
         let storage_key = idempotency::storage_key(&client_id, &key);
         let path = request_header(self, ":path").unwrap_or_default();
+        let content_type = request_header(self, "content-type");
         if self.has_no_body() {
-            return self.claim(storage_key, &method, &path, &[]);
+            return self.claim(storage_key, &method, &path, content_type.as_deref(), &[]);
         }
         self.phase = Phase::AwaitingBody {
             storage_key,
             method,
             path,
+            content_type,
         };
         Action::Continue
     }
@@ -196,12 +200,13 @@ impl HttpContext for IdempotencyRequest {
             storage_key,
             method,
             path,
+            content_type,
         } = std::mem::replace(&mut self.phase, Phase::Pass)
         else {
             return Action::Continue;
         };
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        self.claim(storage_key, &method, &path, &body)
+        self.claim(storage_key, &method, &path, content_type.as_deref(), &body)
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
@@ -291,10 +296,17 @@ impl IdempotencyRequest {
     }
 
     /// Reads the key's record, asks filter-kit, and acts: claim and forward, replay, or refuse.
-    fn claim(&mut self, storage_key: String, method: &str, path: &str, body: &[u8]) -> Action {
+    fn claim(
+        &mut self,
+        storage_key: String,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Action {
         let shared = Rc::clone(&self.shared);
         let metrics = &shared.metrics;
-        let fingerprint = Fingerprint::new(&storage_key, method, path, body);
+        let fingerprint = Fingerprint::new(&storage_key, method, path, content_type, body);
         let now = now_s(self);
         for _ in 0..MAX_CAS_ATTEMPTS {
             // A missing key reads as (None, None); cas 0 = "only if absent".
