@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests and integration tests against real PostgreSQL and Redis (started
-# and prepared by scripts/setup.sh). Each integration test gets its own database.
+# and prepared by scripts/setup.sh), including the gateway tests that run the built .wasm filters
+# in kyc-edge in front of the real service. Each integration test gets its own database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -16,5 +17,8 @@ stale=$(PGPASSWORD=kyc_password psql -h 127.0.0.1 -U kyc_user -d kyc_db -tAc \
 for db in $stale; do
   PGPASSWORD=kyc_password psql -h 127.0.0.1 -U kyc_user -d kyc_db -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
 done
+
+# The gateway tests (edge/tests) load the built .wasm filters from target/filters.
+bash scripts/build-filters.sh
 
 cargo nextest run --workspace --no-fail-fast "$@"
