@@ -41,7 +41,7 @@ export DECK_KYC_JWT_SECRET=${DECK_KYC_JWT_SECRET:-$(sed -n 's/^ *jwt_secret: *"\
   --proxy-listen 0.0.0.0:8000 --admin-listen 127.0.0.1:8001 --resolve kyc-service=127.0.0.1 \
   > .tmp/kyc-edge.log 2>&1 &
 edge=$!
-for _ in $(seq 1 50); do curl -fs http://127.0.0.1:8001/status >/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 300); do curl -fs http://127.0.0.1:8001/status >/dev/null && break; sleep 0.1; done
 if ! kill -0 $edge 2>/dev/null; then
   echo "[run] kyc-edge did not start:" >&2; cat .tmp/kyc-edge.log >&2; exit 1
 fi

@@ -54,6 +54,16 @@ async fn echo_upstream() -> SocketAddr {
             }))
             .into_response();
         }
+        if path.ends_with("/text") {
+            return ([("content-type", "text/plain")], "phone 13800138000").into_response();
+        }
+        if path.ends_with("/badjson") {
+            return (
+                [("content-type", "application/json")],
+                r#"{"phone": "13800138000""#,
+            )
+                .into_response();
+        }
         if path.contains("/status/500") {
             return (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response();
         }
@@ -874,4 +884,48 @@ async fn the_seed_sections_3_and_5_through_the_edge() {
         replayed += usize::from(header(&r, "idempotent-replayed") == Some("true"));
     }
     assert_eq!(replayed, 4);
+}
+
+#[tokio::test]
+async fn keys_required_5xx_never_stored_and_non_json_untouched() {
+    let s = Stack::start().await;
+    let token = s.token(CLIENT.0, CLIENT.1).await;
+    let post = |path: &str, key: Option<&'static str>| {
+        let mut r = s.http.post(s.url(path)).bearer_auth(&token).body("{}");
+        if let Some(k) = key {
+            r = r.header("Idempotency-Key", k);
+        }
+        r.send()
+    };
+    // A 5xx is never kept: the retry reaches the upstream again.
+    for _ in 0..2 {
+        let r = post("/echo/idem/status/500", Some("k-500"))
+            .await
+            .expect("post");
+        assert_eq!(r.status(), 500);
+        assert!(header(&r, "idempotent-replayed").is_none());
+        assert_eq!(r.text().await.expect("body"), "boom");
+    }
+    // Where the config requires a key, a request without one is refused before the upstream.
+    assert_eq!(
+        post("/echo/idem/x", None).await.expect("post").status(),
+        200
+    );
+    let mut filters = s.chain_filters("echo-idem-chain").await;
+    filters[1]["config"] = json!({"methods": ["POST"], "required": true});
+    let (status, body) = s
+        .patch_chain("echo-idem-chain", json!({"filters": filters}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let r = post("/echo/idem/x", None).await.expect("post");
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.expect("json")["success"], false);
+
+    // Non-JSON and invalid JSON pass the mask untouched; invalid JSON is counted.
+    let r = s.get("/echo/jwt/text", Some(&token)).await;
+    assert_eq!(r.text().await.expect("body"), "phone 13800138000");
+    let r = s.get("/echo/jwt/badjson", Some(&token)).await;
+    assert_eq!(r.text().await.expect("body"), r#"{"phone": "13800138000""#);
+    let m = s.metrics().await;
+    assert_eq!(metric(&m, "pw_kyc_pii_mask_not_json_total"), 1.0, "{m}");
 }
