@@ -54,6 +54,20 @@ async fn echo_upstream() -> SocketAddr {
             }))
             .into_response();
         }
+        if path.ends_with("/stream") {
+            // Three chunks, apart in time, so the edge sees them one by one.
+            let chunks = futures::stream::unfold(0u8, |i| async move {
+                if i == 3 {
+                    return None;
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Some((
+                    Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b'a' + i])),
+                    i + 1,
+                ))
+            });
+            return axum::body::Body::from_stream(chunks).into_response();
+        }
         if path.ends_with("/text") {
             return ([("content-type", "text/plain")], "phone 13800138000").into_response();
         }
@@ -178,6 +192,10 @@ impl Stack {
     }
 
     async fn start_with(kong_conf: KongConf) -> Self {
+        Self::start_with_filters(kong_conf, filters_dir()).await
+    }
+
+    async fn start_with_filters(kong_conf: KongConf, filters: PathBuf) -> Self {
         let sandbox = Sandbox::start().await;
         let app = TestApp::spawn_with(&[
             ("KYC__THIRD_PARTY__OCR_SERVICE__URL", sandbox.url.clone()),
@@ -193,7 +211,7 @@ impl Stack {
         std::fs::write(&path, decl.to_string()).expect("write declarative file");
         let edge = kyc_edge::start(kyc_edge::Options {
             declarative: path.clone(),
-            filters: filters_dir(),
+            filters,
             kong_conf,
             proxy_listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: "127.0.0.1:0".parse().expect("addr"),
@@ -928,4 +946,81 @@ async fn keys_required_5xx_never_stored_and_non_json_untouched() {
     assert_eq!(r.text().await.expect("body"), r#"{"phone": "13800138000""#);
     let m = s.metrics().await;
     assert_eq!(metric(&m, "pw_kyc_pii_mask_not_json_total"), 1.0, "{m}");
+}
+
+/// The built filters plus the hand-written test filters of `tests/filters/*.wat`, in a fresh directory.
+fn filters_with_test_filters() -> (PathBuf, TempDir) {
+    let dir = std::env::temp_dir().join(format!("kyc-edge-filters-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for entry in std::fs::read_dir(filters_dir()).expect("filters") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "wasm") {
+            std::fs::copy(&path, dir.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    let here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/filters");
+    for name in ["buffer_test", "spin_test"] {
+        let wasm = wat::parse_file(here.join(format!("{name}.wat"))).expect("valid wat");
+        std::fs::write(dir.join(format!("{name}.wasm")), wasm).expect("write wasm");
+    }
+    (dir.clone(), TempDir(dir))
+}
+
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test]
+async fn pause_buffers_the_response_body_and_a_runaway_filter_is_stopped() {
+    let (dir, _keep) = filters_with_test_filters();
+    let conf = KongConf::load(&common::repo_root().join("kong/kong.conf")).expect("kong.conf");
+    let s = Stack::start_with_filters(conf, dir).await;
+    let token = s.token(CLIENT.0, CLIENT.1).await;
+    let mut decl = s.decl.clone();
+    let echo_url = decl["services"][1]["url"].clone();
+    decl["services"].as_array_mut().expect("services").push(json!({
+        "name": "echo-test-filters", "url": echo_url,
+        "routes": [
+            {"name": "buffered", "paths": ["/echo/buffered"], "strip_path": false,
+             "filter_chains": [{"filters": [jwt(&["kyc:read"], false), {"name": "buffer_test"}]}]},
+            {"name": "spin", "paths": ["/echo/spin"], "strip_path": false,
+             "filter_chains": [{"filters": [{"name": "spin_test"}]}]},
+        ],
+    }));
+    let r = s
+        .http
+        .post(s.admin("/config"))
+        .body(decl.to_string())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap_or_default());
+
+    // The body arrives in three chunks; the filter saw it whole, so "<" comes first.
+    let r = s.get("/echo/buffered/stream", Some(&token)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-buffer-test"), Some("seen"));
+    assert_eq!(r.text().await.expect("body"), "<abc");
+
+    // A local response from an earlier filter still passes the later filters' header callbacks.
+    let r = s.get("/echo/buffered/stream", None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(header(&r, "x-buffer-test"), Some("seen"));
+
+    // A filter that never returns: its request fails with 500, and the edge keeps serving.
+    let spin = s.get("/echo/spin/x", None).await;
+    assert_eq!(spin.status(), 500);
+    assert_eq!(s.get("/echo/open/x", None).await.status(), 200);
+    assert_eq!(
+        s.get("/echo/buffered/stream", Some(&token))
+            .await
+            .text()
+            .await
+            .expect("body"),
+        "<abc"
+    );
 }

@@ -420,7 +420,8 @@ impl Workers {
     ) -> Flow {
         let n = steps.len();
         Flow {
-            set: self.set_for(worker, plan),
+            // A route without filters never touches the worker's instances.
+            set: (n > 0).then(|| self.set_for(worker, plan)),
             steps,
             ctxs: vec![None; n],
             pending: vec![Vec::new(); n],
@@ -455,7 +456,7 @@ pub enum Outcome {
 
 /// One request's contexts in its worker's instances, phase by phase.
 pub struct Flow {
-    set: Arc<Mutex<VmSet>>,
+    set: Option<Arc<Mutex<VmSet>>>,
     steps: Arc<[Arc<FilterStep>]>,
     /// (context id, instance generation) per step.
     ctxs: Vec<Option<(u32, u64)>>,
@@ -488,7 +489,9 @@ impl Flow {
 
     /// Creates the request's context in every filter of the chain.
     pub fn start(&mut self) -> Result<(), Failure> {
-        let set_arc = Arc::clone(&self.set);
+        let Some(set_arc) = self.set.clone() else {
+            return Ok(());
+        };
         let mut set = lock(&set_arc);
         for i in 0..self.steps.len() {
             let step = Arc::clone(&self.steps[i]);
@@ -596,7 +599,9 @@ impl Flow {
     }
 
     fn request_phase(&mut self, call: Call) -> Result<Outcome, Failure> {
-        let set_arc = Arc::clone(&self.set);
+        let Some(set_arc) = self.set.clone() else {
+            return Ok(Outcome::Continue);
+        };
         let mut set = lock(&set_arc);
         for i in 0..self.steps.len() {
             let action = self.call(&mut set, i, call)?;
@@ -628,7 +633,9 @@ impl Flow {
                 .push((":status".into(), status.to_string().into_bytes()));
             ex.response_headers.extend(headers);
         }
-        let set_arc = Arc::clone(&self.set);
+        let Some(set_arc) = self.set.clone() else {
+            return Ok(Outcome::Continue);
+        };
         let mut set = lock(&set_arc);
         for i in 0..self.steps.len() {
             self.call(&mut set, i, Call::ResponseHeaders)?;
@@ -648,7 +655,9 @@ impl Flow {
     /// A filter returning `Pause` before the end has its input held back and given to it again
     /// with the next chunk, up to the buffer limit (then it gets the full buffer and must go on).
     pub fn response_body(&mut self, chunk: Vec<u8>, eos: bool) -> Result<Vec<u8>, Failure> {
-        let set_arc = Arc::clone(&self.set);
+        let Some(set_arc) = self.set.clone() else {
+            return Ok(chunk);
+        };
         let mut set = lock(&set_arc);
         let mut data = chunk;
         for i in 0..self.steps.len() {
@@ -673,7 +682,9 @@ impl Flow {
             return;
         }
         self.finished = true;
-        let set_arc = Arc::clone(&self.set);
+        let Some(set_arc) = self.set.clone() else {
+            return;
+        };
         let mut set = lock(&set_arc);
         if let Some(ex) = self.ex.as_mut() {
             ex.phase = Phase::Done;
