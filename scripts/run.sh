@@ -39,6 +39,7 @@ for _ in $(seq 1 50); do curl -fs http://127.0.0.1:9100/health >/dev/null && bre
 export DECK_KYC_JWT_SECRET=${DECK_KYC_JWT_SECRET:-$(sed -n 's/^ *jwt_secret: *"\(.*\)".*/\1/p' config.yaml | head -1)}
 "$bin/kyc-edge" --conf kong/kong.conf --declarative declarative/kong.yaml --filters target/filters \
   --proxy-listen 0.0.0.0:8000 --admin-listen 127.0.0.1:8001 --resolve kyc-service=127.0.0.1 \
+  --access-log logs/kyc-edge-access.log \
   > .tmp/kyc-edge.log 2>&1 &
 edge=$!
 for _ in $(seq 1 300); do curl -fs http://127.0.0.1:8001/status >/dev/null && break; sleep 0.1; done
@@ -53,7 +54,7 @@ export KYC__THIRD_PARTY__LIVENESS_SERVICE__URL=http://127.0.0.1:9100
 cat <<MSG
 [run] kyc-sandbox (a SANDBOX, not a real vendor) on http://127.0.0.1:9100, log .tmp/kyc-sandbox.log
 [run] fixtures for 张三 / 11010519491231002X in $fixtures: idcard.jpg, face.jpg, face_other.jpg, idcard_photocopy.jpg
-[run] kyc-edge (the gateway, in place of Kong) on http://localhost:8000, admin http://localhost:8001, log .tmp/kyc-edge.log
+[run] kyc-edge (the gateway, in place of Kong) on http://localhost:8000, admin http://localhost:8001, log .tmp/kyc-edge.log, access log logs/kyc-edge-access.log
 [run] kyc-service is starting on http://localhost:8080 (logs: stdout and logs/kyc-service.log)
 [run] the seed's section 3 flow, from another terminal in $fixtures:
   cd $fixtures

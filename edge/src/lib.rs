@@ -4,6 +4,7 @@
 //! bodies, forwarding headers, Admin API shapes and metric names. It is a development host, not a
 //! product: see `edge/README.md` for what it does not do.
 
+pub mod access_log;
 pub mod admin;
 pub mod conf;
 pub mod declarative;
@@ -50,6 +51,8 @@ pub struct Options {
     /// Upstream host name → address to connect to (the compose names, e.g. `kyc-service`).
     pub resolve: HashMap<String, String>,
     pub max_body_bytes: usize,
+    /// Kong's `proxy_access_log`; `None` writes none.
+    pub access_log: Option<PathBuf>,
 }
 
 pub struct Edge {
@@ -62,6 +65,7 @@ pub struct Edge {
     resolve: HashMap<String, String>,
     pub max_body_bytes: usize,
     pub declarative_path: PathBuf,
+    pub(crate) access_log: Option<access_log::AccessLog>,
     pub(crate) next_worker: AtomicUsize,
     /// Serialises configuration changes from the Admin API.
     pub(crate) config_lock: tokio::sync::Mutex<()>,
@@ -171,6 +175,11 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         resolve: options.resolve.clone(),
         max_body_bytes: options.max_body_bytes,
         declarative_path: options.declarative.clone(),
+        access_log: options
+            .access_log
+            .as_deref()
+            .map(access_log::AccessLog::open)
+            .transpose()?,
         next_worker: AtomicUsize::new(0),
         config_lock: tokio::sync::Mutex::new(()),
     });

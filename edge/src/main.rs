@@ -39,6 +39,9 @@ struct Args {
     /// Connect to an upstream host at another address: `--resolve kyc-service=127.0.0.1`.
     #[arg(long, value_name = "HOST=ADDR")]
     resolve: Vec<String>,
+    /// The access log (Kong's proxy_access_log); `off` for none.
+    #[arg(long, default_value = "logs/kyc-edge-access.log")]
+    access_log: String,
     /// Largest request body, in bytes (the edge buffers bodies, as nginx does).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -96,6 +99,7 @@ async fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         resolve,
         max_body_bytes: args.max_body_bytes,
+        access_log: (args.access_log != "off").then(|| args.access_log.into()),
         kong_conf,
     };
     let running = kyc_edge::start(options).await?;

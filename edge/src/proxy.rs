@@ -113,20 +113,44 @@ fn is_websocket(req: &Request<Incoming>) -> bool {
     has(header::CONNECTION, "upgrade") && has(header::UPGRADE, "websocket")
 }
 
-struct Labels {
+/// What a request's metrics and access-log line say about it.
+struct Labels<'r> {
     service: String,
     route: String,
+    client: SocketAddr,
+    method: http::Method,
+    agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
+    path_and_query: &'r str,
+    request_id: &'r str,
 }
 
 impl Edge {
     fn record(
         &self,
-        labels: &Labels,
+        labels: &Labels<'_>,
         status: u16,
         from_upstream: bool,
         started: Instant,
         upstream: Option<Duration>,
     ) {
+        if let Some(log) = &self.access_log {
+            let text = |v: &Option<HeaderValue>| {
+                v.as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            log.write(crate::access_log::line(
+                &labels.client.ip().to_string(),
+                labels.method.as_str(),
+                labels.path_and_query,
+                status,
+                &text(&labels.referer),
+                &text(&labels.agent),
+                labels.request_id,
+            ));
+        }
         let m = &self.metrics;
         let code = status.to_string();
         let source = if from_upstream { "service" } else { "kong" };
@@ -177,27 +201,30 @@ async fn handle(
         .uri()
         .path_and_query()
         .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
+    let mut labels = Labels {
+        service: String::new(),
+        route: String::new(),
+        client,
+        method: req.method().clone(),
+        agent: req.headers().get(header::USER_AGENT).cloned(),
+        referer: req.headers().get(header::REFERER).cloned(),
+        path_and_query: &path_and_query,
+        request_id: &request_id,
+    };
     let Some(m) = plan.route(req.method().as_str(), &host, &path) else {
-        let resp = kong_error(
+        edge.record(&labels, 404, false, started, None);
+        return kong_error(
             StatusCode::NOT_FOUND,
             "no Route matched with those values",
             &request_id,
         );
-        let labels = Labels {
-            service: String::new(),
-            route: String::new(),
-        };
-        edge.record(&labels, 404, false, started, None);
-        return resp;
     };
-    let labels = Labels {
-        service: m.service.name.clone(),
-        route: m
-            .route
-            .name
-            .clone()
-            .unwrap_or_else(|| m.route.id.to_string()),
-    };
+    labels.service = m.service.name.clone();
+    labels.route = m
+        .route
+        .name
+        .clone()
+        .unwrap_or_else(|| m.route.id.to_string());
     let websocket = is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
 

@@ -173,6 +173,7 @@ struct Stack {
     edge: kyc_edge::Running,
     http: reqwest::Client,
     decl: Value,
+    access_log: TempFile,
     _decl_file: TempFile,
 }
 
@@ -208,6 +209,7 @@ impl Stack {
         .await;
         let decl = declarative(app.addr, echo_upstream().await, ws_upstream().await);
         let path = std::env::temp_dir().join(format!("kyc-edge-{}.json", uuid::Uuid::new_v4()));
+        let access_log = path.with_extension("access.log");
         std::fs::write(&path, decl.to_string()).expect("write declarative file");
         let edge = kyc_edge::start(kyc_edge::Options {
             declarative: path.clone(),
@@ -218,6 +220,7 @@ impl Stack {
             workers: 2,
             resolve: HashMap::new(),
             max_body_bytes: kyc_edge::DEFAULT_MAX_BODY_BYTES,
+            access_log: Some(access_log.clone()),
         })
         .await
         .expect("edge starts");
@@ -227,6 +230,7 @@ impl Stack {
             edge,
             http: reqwest::Client::new(),
             decl,
+            access_log: TempFile(access_log),
             _decl_file: TempFile(path),
         }
     }
@@ -811,6 +815,29 @@ async fn a_websocket_upgrade_passes_the_chain_then_tunnels_frames() {
         );
     }
     ws.close(None).await.expect("close");
+
+    // The access log has the upgrade, with the token in the query redacted.
+    let mut log = String::new();
+    for _ in 0..40 {
+        log = std::fs::read_to_string(&s.access_log.0).unwrap_or_default();
+        if log.contains(" 101 ") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let line = log
+        .lines()
+        .find(|l| l.contains(" 101 "))
+        .expect("a 101 line");
+    assert!(
+        line.contains("\"GET /echo/ws?access_token=REDACTED HTTP/1.1\" 101"),
+        "{line}"
+    );
+    assert!(
+        line.starts_with("127.0.0.1 - - [") && line.contains("kong_request_id: \""),
+        "{line}"
+    );
+    assert!(!log.contains(&token), "no token in the access log");
 }
 
 #[tokio::test]
