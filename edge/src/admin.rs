@@ -37,10 +37,12 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .with_state(edge)
 }
 
+/// Kong's error bodies: `{"message"}` for a 404, with `code` and `name` for the others.
 fn error(status: StatusCode, code: u32, name: &str, message: &str) -> Response {
-    let mut body = json!({ "message": message, "name": name });
+    let mut body = json!({ "message": message });
     if code > 0 {
         body["code"] = json!(code);
+        body["name"] = json!(name);
     }
     (status, Json(body)).into_response()
 }
@@ -292,10 +294,11 @@ async fn post_config(State(edge): Shared, headers: HeaderMap, body: Bytes) -> Re
         "routes": decl.routes.len(),
         "filter_chains": decl.filter_chains.len(),
     });
+    // Wiped first, so no request of the new configuration sees state of the old one.
+    edge.shm.clear();
     if let Err(e) = edge.install(decl) {
         return invalid(format!("{e:#}"));
     }
-    edge.shm.clear();
     tracing::info!("configuration reloaded through the Admin API");
     (StatusCode::CREATED, Json(summary)).into_response()
 }

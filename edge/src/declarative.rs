@@ -240,6 +240,9 @@ impl Declarative {
             hash: hex::encode(&Sha256::digest(filled.as_bytes())[..16]),
             ..Self::default()
         };
+        if let Some(Value::Array(plugins)) = raw.other.get("plugins") {
+            check_plugins(plugins, loaded_filters)?;
+        }
         out.ignored = raw
             .other
             .keys()
@@ -251,6 +254,7 @@ impl Declarative {
         for (i, s) in raw.services.into_iter().enumerate() {
             let at = format!("services[{i}]");
             let service = build_service(&s).with_context(|| at.clone())?;
+            check_plugins(&s.plugins, loaded_filters).with_context(|| at.clone())?;
             if !s.plugins.is_empty() {
                 out.ignored.push(format!("{at}.plugins"));
             }
@@ -273,6 +277,7 @@ impl Declarative {
                 (None, None) => None,
             };
             let route = build_route(&r, service).with_context(|| at.clone())?;
+            check_plugins(&r.plugins, loaded_filters).with_context(|| at.clone())?;
             if !r.plugins.is_empty() {
                 out.ignored.push(format!("{at}.plugins"));
             }
@@ -438,6 +443,21 @@ impl Declarative {
 
 fn nullable(v: &[String]) -> Value {
     if v.is_empty() { Value::Null } else { json!(v) }
+}
+
+/// Kong 3.9 also runs a filter configured as a plugin. The edge does not, so such a file is
+/// refused rather than run without that filter (a `kyc_jwt` plugin ignored would mean no auth).
+fn check_plugins(plugins: &[Value], loaded: &HashSet<String>) -> anyhow::Result<()> {
+    for p in plugins {
+        if let Some(name) = p.get("name").and_then(Value::as_str)
+            && loaded.contains(name)
+        {
+            bail!(
+                "plugins: {name:?} is a Wasm filter configured as a plugin; kyc-edge runs filters only from filter_chains, so write it as a filter_chains entry"
+            );
+        }
+    }
+    Ok(())
 }
 
 pub fn filter_from_raw(f: RawFilter, loaded: &HashSet<String>) -> anyhow::Result<Filter> {
@@ -633,5 +653,15 @@ plugins: []
         );
 
         assert!(Declarative::parse("services: []", &loaded()).is_err());
+
+        // A filter configured as a Kong 3.9 plugin would silently not run here: refused.
+        let as_plugin = "_format_version: \"3.0\"\nplugins:\n- name: kyc_jwt\n  route: r\n";
+        let err = Declarative::parse(as_plugin, &loaded()).expect_err("filter as plugin");
+        assert!(
+            format!("{err:#}").contains("filter_chains entry"),
+            "{err:#}"
+        );
+        let lua = "_format_version: \"3.0\"\nplugins:\n- name: prometheus\n";
+        assert!(Declarative::parse(lua, &loaded()).is_ok());
     }
 }

@@ -62,6 +62,9 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
                 async move { Ok::<_, Infallible>(handle(&edge, worker, client, local, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                // nginx's client_header_timeout.
+                .header_read_timeout(Duration::from_secs(60))
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades();
@@ -182,12 +185,8 @@ async fn handle(
 ) -> Response<Body> {
     let started = Instant::now();
     edge.metrics.total_requests.fetch_add(1, Ordering::Relaxed);
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 200)
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_owned);
+    // Kong's own request id: made here, never taken from the client.
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
     let plan = edge.plan();
     let host = req
         .headers()
@@ -237,6 +236,8 @@ async fn handle(
     for (name, value) in req.headers() {
         headers.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
     }
+    // As Kong with the correlation-id plugin (declarative/kong.yaml configures it): a client's
+    // X-Request-Id is kept, and one is added when there is none, for the filters and the service.
     if req.headers().get("x-request-id").is_none() {
         headers.push(("x-request-id".into(), request_id.clone().into_bytes()));
     }
@@ -428,7 +429,7 @@ async fn handle(
             .unwrap_or_else(|_| failure_reply(Failure::Stalled, &request_id));
     }
     let body = if filtered {
-        pump(flow, upstream_body)
+        pump(flow, upstream_body, read_timeout)
     } else {
         drop(flow);
         upstream_body.map_err(io::Error::other).boxed()
@@ -438,23 +439,23 @@ async fn handle(
         .unwrap_or_else(|_| failure_reply(Failure::Stalled, &request_id))
 }
 
-/// The response a filter made, after the chain's response callbacks: the header callbacks too
-/// when it was made before the response (`run_headers`), the body callbacks always.
-fn reply_local(flow: &mut Flow, request_id: &str, run_headers: bool) -> Response<Body> {
-    let Some(local) = flow.take_local() else {
-        return failure_reply(Failure::Stalled, request_id);
-    };
-    let headers = if run_headers {
+/// The response a filter made. Made before the response (`before_response`), it still passes the
+/// chain's response-header callbacks; made during them, those already ran on it. Its body passes
+/// the body callbacks either way.
+fn reply_local(flow: &mut Flow, request_id: &str, before_response: bool) -> Response<Body> {
+    let body = if before_response {
+        let Some(local) = flow.take_local() else {
+            return failure_reply(Failure::Stalled, request_id);
+        };
         if let Err(f) = flow.response_headers(local.status, local.headers) {
             return failure_reply(f, request_id);
         }
-        flow.response_header_map()
+        local.body
     } else {
-        let mut h = vec![(":status".to_owned(), local.status.to_string().into_bytes())];
-        h.extend(local.headers);
-        h
+        flow.take_replacement_body()
     };
-    let body = match flow.response_body(local.body, true) {
+    let headers = flow.response_header_map();
+    let body = match flow.response_body(body, true) {
         Ok(b) => b,
         Err(f) => return failure_reply(f, request_id),
     };
@@ -463,7 +464,7 @@ fn reply_local(flow: &mut Flow, request_id: &str, run_headers: bool) -> Response
         .iter()
         .find(|(k, _)| k == ":status")
         .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse::<u16>().ok())
-        .unwrap_or(local.status);
+        .unwrap_or(500);
     let mut builder = Response::builder().status(status);
     for (name, value) in &headers {
         if name.starts_with(':') || name.eq_ignore_ascii_case("content-length") {
@@ -588,11 +589,18 @@ async fn send_upgrade(
 
 /// Streams the upstream body through the chain's body callbacks, chunk by chunk, then the end of
 /// stream; the filters' on_log runs when it ends or the client goes away.
-fn pump(mut flow: Flow, mut upstream: Incoming) -> Body {
+fn pump(mut flow: Flow, mut upstream: Incoming, read_timeout: Duration) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, io::Error>>(4);
     tokio::spawn(async move {
         loop {
-            let (chunk, eos) = match upstream.frame().await {
+            // Like nginx's proxy_read_timeout: an upstream silent this long ends the response.
+            let Ok(next) = tokio::time::timeout(read_timeout, upstream.frame()).await else {
+                let _ = tx
+                    .send(Err(io::Error::other("upstream read timed out")))
+                    .await;
+                break;
+            };
+            let (chunk, eos) = match next {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => (data.to_vec(), false),
                     Err(_) => continue, // trailers are not passed on

@@ -52,8 +52,8 @@ pub struct Match<'p> {
     pub route: &'p Route,
     pub service: &'p Service,
     pub steps: Arc<[Arc<FilterStep>]>,
-    /// How many leading bytes of the path `strip_path` removes (0 when it is off).
-    pub strip: usize,
+    /// The matched part of the path that `strip_path` removes (empty when it is off).
+    pub strip: String,
 }
 
 impl Match<'_> {
@@ -64,10 +64,10 @@ impl Match<'_> {
             Some((p, q)) => (p, Some(q)),
             None => (path_and_query, None),
         };
-        let rest = if self.strip > 0 {
-            path.get(self.strip..).unwrap_or(path)
-        } else {
-            path
+        // A filter may have rewritten the path; strip only what still matches.
+        let rest = match path.strip_prefix(self.strip.as_str()) {
+            Some(rest) if !self.strip.is_empty() => rest,
+            _ => path,
         };
         let mut out = join_paths(self.service.path.as_deref(), rest);
         if let Some(q) = query {
@@ -82,6 +82,11 @@ impl Plan {
     pub fn new(decl: Declarative, generation: u64) -> anyhow::Result<Self> {
         let mut rules = Vec::new();
         for (i, r) in decl.routes.iter().enumerate() {
+            // Kong leaves the routes of a disabled service out of the router.
+            let disabled = r
+                .service
+                .and_then(|id| decl.services.iter().find(|s| s.id == id))
+                .is_some_and(|s| !s.enabled);
             let paths = r
                 .paths
                 .iter()
@@ -90,6 +95,9 @@ impl Plan {
                     None => Ok(PathRule::Prefix(p.clone())),
                 })
                 .collect::<Result<Vec<_>, _>>()?;
+            if disabled {
+                continue;
+            }
             rules.push(RouteRule {
                 route: i,
                 service: r
@@ -139,7 +147,7 @@ impl Plan {
     pub fn route(&self, method: &str, host: &str, path: &str) -> Option<Match<'_>> {
         let host = host_without_port(host);
         let mut best: Option<(Score, usize, usize)> = None;
-        for rule in &self.rules {
+        for (rule_idx, rule) in self.rules.iter().enumerate() {
             let r = &self.decl.routes[rule.route];
             if !r.methods.is_empty() && !r.methods.iter().any(|m| m == method) {
                 continue;
@@ -170,19 +178,22 @@ impl Plan {
                 len,
             );
             if best.as_ref().is_none_or(|(s, _, _)| score > *s) {
-                best = Some((score, rule.route, len));
+                best = Some((score, rule_idx, len));
             }
         }
-        let (_, route_idx, matched_len) = best?;
-        let route = &self.decl.routes[route_idx];
-        let service = self.rules[route_idx]
-            .service
-            .map(|i| &self.decl.services[i])?;
+        let (_, rule_idx, matched_len) = best?;
+        let rule = &self.rules[rule_idx];
+        let route = &self.decl.routes[rule.route];
+        let service = rule.service.map(|i| &self.decl.services[i])?;
         Some(Match {
             route,
             service,
-            steps: Arc::clone(&self.chains[route_idx]),
-            strip: if route.strip_path { matched_len } else { 0 },
+            steps: Arc::clone(&self.chains[rule.route]),
+            strip: if route.strip_path {
+                path.get(..matched_len).unwrap_or_default().to_owned()
+            } else {
+                String::new()
+            },
         })
     }
 }
@@ -289,6 +300,16 @@ services:
             Some("re")
         );
         assert!(p.route("GET", "h", "/items/x").is_none());
+    }
+
+    #[test]
+    fn routes_of_a_disabled_service_do_not_match() {
+        let p = plan(&FILE.replace(
+            "  url: http://up:9000",
+            "  url: http://up:9000\n  enabled: false",
+        ));
+        assert!(p.route("GET", "h", "/strip/a").is_none());
+        assert!(plan(FILE).route("GET", "h", "/strip/a").is_some());
     }
 
     #[test]

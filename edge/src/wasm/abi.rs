@@ -162,9 +162,8 @@ fn map_mut(st: &mut HostState, map: i32) -> Option<&mut Vec<Header>> {
     let ex = st.ex.as_mut()?;
     match map {
         MAP_REQUEST_HEADERS => Some(&mut ex.request_headers),
-        MAP_RESPONSE_HEADERS if ex.phase >= Phase::ResponseHeaders => {
-            Some(&mut ex.response_headers)
-        }
+        // Before the response, this map holds what filters set early; it joins the response.
+        MAP_RESPONSE_HEADERS => Some(&mut ex.response_headers),
         MAP_REQUEST_TRAILERS | MAP_RESPONSE_TRAILERS => Some(&mut ex.trailers),
         _ => None,
     }
@@ -383,7 +382,7 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             // Pseudo-headers stay unless the new map sets them.
             pairs.retain(|(k, _)| k.starts_with(':') && find(&new, k).is_none());
-            pairs.extend(new);
+            pairs.extend(new.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)));
             Ok(OK)
         },
     )?;

@@ -266,8 +266,10 @@ impl FilterVm {
         let memory = instance
             .get_memory(&mut store, "memory")
             .with_context(|| format!("{filter} exports no memory"))?;
+        // SDK 0.2 exports `malloc` instead on wasm32-unknown-unknown.
         let alloc = instance
             .get_typed_func::<i32, i32>(&mut store, "proxy_on_memory_allocate")
+            .or_else(|_| instance.get_typed_func::<i32, i32>(&mut store, "malloc"))
             .map_err(err)?;
         store.data_mut().memory = Some(memory);
         store.data_mut().alloc = Some(alloc);
@@ -426,6 +428,7 @@ impl Workers {
             ctxs: vec![None; n],
             pending: vec![Vec::new(); n],
             ex: Some(Box::new(ex)),
+            replacement: None,
             trapped: false,
             finished: false,
         }
@@ -459,11 +462,20 @@ pub struct Flow {
     set: Option<Arc<Mutex<VmSet>>>,
     steps: Arc<[Arc<FilterStep>]>,
     /// (context id, instance generation) per step.
-    ctxs: Vec<Option<(u32, u64)>>,
+    ctxs: Vec<Option<Ctx>>,
     pending: Vec<Vec<u8>>,
     ex: Option<Box<Exchange>>,
+    replacement: Option<Vec<u8>>,
     trapped: bool,
     finished: bool,
+}
+
+/// A request's context in one filter: its id, its root context, and the instance it lives in.
+#[derive(Clone, Copy)]
+struct Ctx {
+    id: u32,
+    root: u32,
+    generation: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -510,7 +522,11 @@ impl Flow {
                     vm.fns
                         .on_context_create
                         .call(&mut vm.store, (abi::as_i32(id), abi::as_i32(root)))?;
-                    Ok(Some((id, vm.generation)))
+                    Ok(Some(Ctx {
+                        id,
+                        root,
+                        generation: vm.generation,
+                    }))
                 }
             });
             match created {
@@ -538,12 +554,24 @@ impl Flow {
 
     /// Calls one callback of step `i`; `None` when its context is gone (its instance was replaced).
     fn call(&mut self, set: &mut VmSet, i: usize, call: Call) -> Result<Option<i32>, Failure> {
-        let Some((ctx, generation)) = self.ctxs[i] else {
-            return Ok(None);
+        // A context lost to a trap (this request's or another's in the same instance) fails the
+        // request: going on without the filter would let it through unchecked.
+        let Some(Ctx {
+            id: ctx,
+            root,
+            generation,
+        }) = self.ctxs[i]
+        else {
+            return Err(Failure::Trap);
         };
         let Some(vm) = set.live(&self.steps[i].filter, generation) else {
+            tracing::error!(
+                filter = %self.steps[i].filter,
+                "the filter's instance was replaced after a trap while this request was in it; the request fails"
+            );
             self.ctxs[i] = None;
-            return Ok(None);
+            self.trapped = true;
+            return Err(Failure::Trap);
         };
         let mut ex = self.ex.take().unwrap_or_default();
         let c = abi::as_i32(ctx);
@@ -563,7 +591,7 @@ impl Flow {
             ),
         };
         ex.phase = phase;
-        vm.enter(ctx, 0);
+        vm.enter(ctx, root);
         vm.store.data_mut().ex = Some(ex);
         let f = match call {
             Call::RequestHeaders => &vm.fns.on_request_headers,
@@ -619,8 +647,10 @@ impl Flow {
         Ok(Outcome::Continue)
     }
 
-    /// `on_http_response_headers` for every filter, with `status` and `headers` as the response.
-    /// `Respond` when a filter replaced the response with its own.
+    /// `on_http_response_headers` for every filter, with `status` and `headers` as the response
+    /// (after any response headers filters set earlier in the request). A local response made
+    /// here replaces the status, headers and body; the filters after it see the replacement.
+    /// `Respond` then, and `take_replacement_body` has the new body.
     pub fn response_headers(
         &mut self,
         status: u16,
@@ -628,22 +658,36 @@ impl Flow {
     ) -> Result<Outcome, Failure> {
         {
             let ex = self.exchange_mut();
-            ex.response_headers.clear();
+            let early = std::mem::take(&mut ex.response_headers);
             ex.response_headers
                 .push((":status".into(), status.to_string().into_bytes()));
             ex.response_headers.extend(headers);
+            ex.response_headers
+                .extend(early.into_iter().filter(|(k, _)| !k.starts_with(':')));
         }
         let Some(set_arc) = self.set.clone() else {
             return Ok(Outcome::Continue);
         };
         let mut set = lock(&set_arc);
+        let mut outcome = Outcome::Continue;
         for i in 0..self.steps.len() {
             self.call(&mut set, i, Call::ResponseHeaders)?;
-            if self.has_local() {
-                return Ok(Outcome::Respond);
+            if let Some(local) = self.take_local() {
+                let ex = self.exchange_mut();
+                ex.response_headers.clear();
+                ex.response_headers
+                    .push((":status".into(), local.status.to_string().into_bytes()));
+                ex.response_headers.extend(local.headers);
+                self.replacement = Some(local.body);
+                outcome = Outcome::Respond;
             }
         }
-        Ok(Outcome::Continue)
+        Ok(outcome)
+    }
+
+    /// The body of a local response made during response headers.
+    pub fn take_replacement_body(&mut self) -> Vec<u8> {
+        self.replacement.take().unwrap_or_default()
     }
 
     /// The response headers after the filters (`:status` first).
@@ -690,13 +734,18 @@ impl Flow {
             ex.phase = Phase::Done;
         }
         for i in 0..self.steps.len() {
-            let Some((ctx, generation)) = self.ctxs[i].take() else {
+            let Some(Ctx {
+                id: ctx,
+                root,
+                generation,
+            }) = self.ctxs[i].take()
+            else {
                 continue;
             };
             let Some(vm) = set.live(&self.steps[i].filter, generation) else {
                 continue;
             };
-            vm.enter(ctx, 0);
+            vm.enter(ctx, root);
             vm.store.data_mut().ex = self.ex.take();
             let c = abi::as_i32(ctx);
             let result = vm
