@@ -217,6 +217,10 @@ pub struct JwtConfig {
     pub required_scopes: Vec<String>,
     /// Also look for the token in the query's `access_token` parameter. Default false.
     pub allow_query_token: bool,
+    /// A query parameter (e.g. `ticket`) whose presence, on a request with no token at all, lets
+    /// the request through without an identity, for the upstream to check (a single-use
+    /// WebSocket ticket that browsers send instead of a header). Default none.
+    pub anonymous_query_param: Option<String>,
     /// When set, the header's `typ` must be this (compared case-insensitively, with or without
     /// `application/`). Default `at+jwt` (RFC 9068), which keeps refresh tokens out.
     pub token_type: Option<String>,
@@ -261,6 +265,8 @@ struct RawJwtConfig {
     required_scopes: Vec<String>,
     #[serde(default)]
     allow_query_token: bool,
+    #[serde(default)]
+    anonymous_query_param: Option<String>,
     #[serde(default = "default_token_type")]
     token_type: Option<String>,
     #[serde(default = "default_realm")]
@@ -386,6 +392,19 @@ impl RawJwtConfig {
                 "must be printable ASCII without quotes or backslashes",
             ));
         }
+        if let Some(p) = &self.anonymous_query_param
+            && (p.is_empty()
+                || p.len() > 64
+                || p == "access_token"
+                || !p
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+        {
+            return Err(ConfigError::new(
+                "anonymous_query_param",
+                "must be 1-64 letters, digits, '_' or '-', and not access_token",
+            ));
+        }
         Ok(JwtConfig {
             algorithms,
             secret,
@@ -395,6 +414,7 @@ impl RawJwtConfig {
             leeway_secs: self.leeway_secs,
             required_scopes: self.required_scopes,
             allow_query_token: self.allow_query_token,
+            anonymous_query_param: self.anonymous_query_param,
             token_type: self.token_type,
             realm: self.realm,
         })

@@ -220,6 +220,34 @@ pub fn query_token(path: &str) -> Option<Cow<'_, str>> {
         .map(percent_decode)
 }
 
+/// Whether a request with no token may pass without an identity: the config names an
+/// `anonymous_query_param` and the path's query carries it with a non-empty value.
+#[must_use]
+pub fn passes_anonymously(
+    cfg: &JwtConfig,
+    authorization: Option<&str>,
+    path: Option<&str>,
+) -> bool {
+    let Some(param) = cfg.anonymous_query_param.as_deref() else {
+        return false;
+    };
+    if extract_token(cfg, authorization, path).is_some()
+        || authorization.is_some_and(|a| !a.trim().is_empty())
+    {
+        return false;
+    }
+    let Some((_, query)) = path
+        .and_then(|p| p.split('#').next())
+        .and_then(|p| p.split_once('?'))
+    else {
+        return false;
+    };
+    query.split('&').any(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(k, v)| k == param && !v.is_empty())
+    })
+}
+
 fn percent_decode(value: &str) -> Cow<'_, str> {
     if !value.contains('%') {
         return Cow::Borrowed(value);
@@ -694,6 +722,37 @@ mod tests {
 
     fn cfg() -> JwtConfig {
         service_cfg("")
+    }
+
+    #[test]
+    fn a_ticket_passes_anonymously_only_without_any_token_and_only_when_configured() {
+        let ticketed = service_cfg(r#","allow_query_token":true,"anonymous_query_param":"ticket""#);
+        let p = Some("/ws?ticket=abc");
+        assert!(passes_anonymously(&ticketed, None, p));
+        assert!(!passes_anonymously(&cfg(), None, p), "not configured");
+        assert!(
+            !passes_anonymously(&ticketed, None, Some("/ws?ticket=")),
+            "empty value"
+        );
+        assert!(!passes_anonymously(
+            &ticketed,
+            None,
+            Some("/ws?tickets=abc")
+        ));
+        assert!(!passes_anonymously(&ticketed, None, Some("/ws")));
+        // Any token present, good or bad, must be verified instead.
+        assert!(!passes_anonymously(&ticketed, Some("Bearer x.y.z"), p));
+        assert!(!passes_anonymously(&ticketed, Some("Basic abc"), p));
+        assert!(!passes_anonymously(
+            &ticketed,
+            None,
+            Some("/ws?ticket=abc&access_token=x.y.z")
+        ));
+        for bad in [r#""""#, r#""access_token""#, r#""a b""#] {
+            let json = format!(r#"{{"secret":"{SECRET}","anonymous_query_param":{bad}}}"#);
+            let err = JwtConfig::from_json(json.as_bytes()).expect_err("refused");
+            assert_eq!(err.field, "anonymous_query_param");
+        }
     }
 
     fn claims_at(now: u64) -> String {

@@ -50,6 +50,8 @@ struct Shared {
     /// Rebuilt on every `on_configure`, so a key rotation never honours an old verdict.
     cache: RefCell<TokenCache>,
     authenticated: Counter,
+    /// Requests let through without a token by `anonymous_query_param`.
+    anonymous: Counter,
     rejected: Counter,
 }
 
@@ -68,6 +70,7 @@ impl RootContext for JwtRoot {
                 cfg,
                 cache: RefCell::new(TokenCache::new(TOKEN_CACHE_ENTRIES)),
                 authenticated: Counter::define("authenticated_total"),
+                anonymous: Counter::define("anonymous_total"),
                 rejected: Counter::define("rejected_total"),
             })
         });
@@ -99,6 +102,15 @@ impl HttpContext for JwtRequest {
         let authorization = request_header(self, "authorization");
         let path = request_header(self, ":path");
         let shared = Rc::clone(&self.shared);
+        if filter_kit::jwt::passes_anonymously(&shared.cfg, authorization.as_deref(), path.as_deref()) {
+            // No token at all, but the configured ticket parameter: the upstream checks it. No
+            // identity goes on, and none a client sent.
+            shared.anonymous.bump();
+            for name in IDENTITY_HEADERS {
+                self.set_http_request_header(name, None);
+            }
+            return Action::Continue;
+        }
         let verdict = shared
             .cache
             .borrow_mut()
