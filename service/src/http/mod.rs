@@ -1,6 +1,7 @@
 //! HTTP: routes, extractors and middleware. Handlers parse, call one domain or auth function, and
 //! shape the response; they hold no SQL.
 
+mod demo;
 mod idempotency;
 mod kyc;
 mod middleware;
@@ -38,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .nest("/demo", demo::router())
         .route_layer(from_fn(middleware::tag_endpoint))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
