@@ -11,9 +11,10 @@ use tokio::net::TcpListener;
 use crate::auth::tokens::TokenService;
 use crate::config::Settings;
 use crate::crypto::{self, KeyRing};
-use crate::kyc::ports::{LivenessSessions, RequestStore};
+use crate::kyc::ports::{LivenessSessions, LivenessTickets, RequestStore};
 use crate::metrics::Metrics;
 use crate::store::clients::ActiveClients;
+use crate::store::liveness::PgLivenessSessions;
 use crate::store::redis::RedisStore;
 use crate::store::requests::PgRequestStore;
 use crate::store::{self, clients};
@@ -44,12 +45,16 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub requests: Arc<dyn RequestStore>,
     pub liveness: Arc<dyn LivenessSessions>,
+    pub tickets: Arc<dyn LivenessTickets>,
     pub vendors: Arc<VendorSet>,
     pub active_clients: Arc<ActiveClients>,
     /// Accepted KYC work, running on its own tasks: drained on shutdown.
     pub tasks: tokio_util::task::TaskTracker,
     /// How many uploads may be in progress at once.
     pub upload_slots: Arc<tokio::sync::Semaphore>,
+    /// Cancelled when the server starts shutting down: long-lived connections (liveness
+    /// WebSockets) end then instead of holding the process.
+    pub shutdown: tokio_util::sync::CancellationToken,
     pub started: Instant,
 }
 
@@ -78,19 +83,23 @@ impl AppState {
         ));
         let vendors = VendorSet::new(&settings.third_party, &db, &metrics)
             .map_err(|e| StartError::Setup(e.to_string()))?;
+        let redis = Arc::new(redis);
+        let liveness = Arc::new(PgLivenessSessions::new(db.clone()));
         Ok(Self {
             settings: Arc::new(settings),
             db,
-            redis: Arc::new(redis),
+            tickets: redis.clone(),
+            redis,
             tokens: Arc::new(tokens),
             keys,
             metrics,
-            requests: pg_store.clone(),
-            liveness: pg_store,
+            requests: pg_store,
+            liveness,
             vendors: Arc::new(vendors),
             active_clients: Arc::new(ActiveClients::new(Duration::from_secs(10))),
             tasks: tokio_util::task::TaskTracker::new(),
             upload_slots: Arc::new(tokio::sync::Semaphore::new(UPLOAD_SLOTS)),
+            shutdown: tokio_util::sync::CancellationToken::new(),
             started: Instant::now(),
         })
     }
@@ -201,6 +210,9 @@ impl AppState {
         if let Err(e) = store::refresh::purge_expired(&self.db).await {
             tracing::warn!(error = %e, "refresh-token purge failed");
         }
+        if let Err(e) = store::liveness::expire_stale(&self.db, self.abandon_after()).await {
+            tracing::warn!(error = %e, "liveness session expiry failed");
+        }
         let v = &self.vendors;
         for (name, vendor) in [
             ("ocr", &v.ocr),
@@ -243,11 +255,15 @@ pub async fn serve(
     let _stop_maintenance = AbortOnDrop(maintenance);
     let tasks = state.tasks.clone();
     let request_timeout = state.settings.http.request_timeout;
+    let state_shutdown = state.shutdown.clone();
     let app = crate::http::router(state);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let stopping = state_shutdown;
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: draining in-flight requests");
+        // Upgraded connections are not the server's to drain: they are told to end.
+        stopping.cancel();
         let _ = tx.send(());
     });
     let mut server = std::pin::pin!(server.into_future());

@@ -251,6 +251,14 @@ struct RawKyc {
     face_threshold: f64,
     require_liveness: bool,
     max_image_bytes: usize,
+    liveness_session_ttl: String,
+    liveness_ticket_ttl: String,
+    liveness_action_timeout: String,
+    liveness_max_sessions: u32,
+    liveness_max_frame_bytes: usize,
+    liveness_max_fps: u32,
+    liveness_min_frames: usize,
+    liveness_max_frames: usize,
 }
 
 impl Default for RawKyc {
@@ -259,6 +267,14 @@ impl Default for RawKyc {
             face_threshold: 0.8,
             require_liveness: false,
             max_image_bytes: 8 * 1024 * 1024,
+            liveness_session_ttl: "120s".into(),
+            liveness_ticket_ttl: "60s".into(),
+            liveness_action_timeout: "10s".into(),
+            liveness_max_sessions: 3,
+            liveness_max_frame_bytes: 256 * 1024,
+            liveness_max_fps: 15,
+            liveness_min_frames: 3,
+            liveness_max_frames: 30,
         }
     }
 }
@@ -421,7 +437,30 @@ pub struct KycSettings {
     pub require_liveness: bool,
     /// The largest single image accepted in a multipart upload.
     pub max_image_bytes: usize,
+    pub liveness: LivenessSettings,
 }
+
+/// Liveness sessions over WebSocket (`docs/liveness-protocol.md`).
+#[derive(Debug, Clone)]
+pub struct LivenessSettings {
+    /// A session's life from its creation.
+    pub session_ttl: Duration,
+    /// A ticket's life (never beyond its session's).
+    pub ticket_ttl: Duration,
+    /// The time to announce an action, and then to end it.
+    pub action_timeout: Duration,
+    /// Sessions a client may hold that are neither finished nor expired.
+    pub max_sessions: u32,
+    pub max_frame_bytes: usize,
+    pub max_fps: u32,
+    /// Frames per action, inclusive; the vendor contract takes 2 to 30.
+    pub min_frames: usize,
+    pub max_frames: usize,
+}
+
+/// The vendor contract's bounds on the frames of one liveness check.
+pub const VENDOR_MIN_FRAMES: usize = 2;
+pub const VENDOR_MAX_FRAMES: usize = 30;
 
 #[derive(Debug, Clone)]
 pub struct ThirdPartySettings {
@@ -766,10 +805,50 @@ impl Raw {
         if k.max_image_bytes < 1024 {
             return Err(err("kyc.max_image_bytes", "must be at least 1024 bytes"));
         }
+        let liveness = LivenessSettings {
+            session_ttl: duration("kyc.liveness_session_ttl", &k.liveness_session_ttl)?,
+            ticket_ttl: duration("kyc.liveness_ticket_ttl", &k.liveness_ticket_ttl)?,
+            action_timeout: duration("kyc.liveness_action_timeout", &k.liveness_action_timeout)?,
+            max_sessions: k.liveness_max_sessions,
+            max_frame_bytes: k.liveness_max_frame_bytes,
+            max_fps: k.liveness_max_fps,
+            min_frames: k.liveness_min_frames,
+            max_frames: k.liveness_max_frames,
+        };
+        if liveness.session_ttl > Duration::from_secs(3600) {
+            return Err(err("kyc.liveness_session_ttl", "must be at most 1 hour"));
+        }
+        if liveness.max_sessions == 0 {
+            return Err(err("kyc.liveness_max_sessions", "must be at least 1"));
+        }
+        if !(1024..=4 * 1024 * 1024).contains(&liveness.max_frame_bytes) {
+            return Err(err(
+                "kyc.liveness_max_frame_bytes",
+                "expected 1024 to 4194304 bytes",
+            ));
+        }
+        if !(1..=120).contains(&liveness.max_fps) {
+            return Err(err("kyc.liveness_max_fps", "expected 1 to 120"));
+        }
+        if !(VENDOR_MIN_FRAMES..=VENDOR_MAX_FRAMES).contains(&liveness.max_frames) {
+            return Err(err(
+                "kyc.liveness_max_frames",
+                format!(
+                    "expected {VENDOR_MIN_FRAMES} to {VENDOR_MAX_FRAMES} (the vendor contract)"
+                ),
+            ));
+        }
+        if !(VENDOR_MIN_FRAMES..=liveness.max_frames).contains(&liveness.min_frames) {
+            return Err(err(
+                "kyc.liveness_min_frames",
+                format!("expected {VENDOR_MIN_FRAMES} to kyc.liveness_max_frames"),
+            ));
+        }
         let kyc = KycSettings {
             face_threshold: k.face_threshold,
             require_liveness: k.require_liveness,
             max_image_bytes: k.max_image_bytes,
+            liveness,
         };
 
         let h = self.http;
@@ -961,6 +1040,24 @@ mod tests {
     fn asymmetric_signing_needs_a_key_file() {
         let e = load(&[("KYC__SECURITY__JWT_ALGORITHM", "EdDSA")]).expect_err("needs key file");
         assert_eq!(e.key, "security.jwt_private_key_file");
+    }
+
+    #[test]
+    fn liveness_settings_have_the_protocol_defaults_and_bounds() {
+        let s = load(&[]).expect("loads");
+        let l = &s.kyc.liveness;
+        assert_eq!(l.session_ttl, Duration::from_secs(120));
+        assert_eq!(l.ticket_ttl, Duration::from_secs(60));
+        assert_eq!(l.action_timeout, Duration::from_secs(10));
+        assert_eq!((l.max_sessions, l.max_fps), (3, 15));
+        assert_eq!((l.min_frames, l.max_frames), (3, 30));
+        assert_eq!(l.max_frame_bytes, 262_144);
+        let e = load(&[("KYC__KYC__LIVENESS_MAX_FRAMES", "31")]).expect_err("over the contract");
+        assert_eq!(e.key, "kyc.liveness_max_frames");
+        let e = load(&[("KYC__KYC__LIVENESS_MIN_FRAMES", "1")]).expect_err("under the contract");
+        assert_eq!(e.key, "kyc.liveness_min_frames");
+        let e = load(&[("KYC__KYC__LIVENESS_ACTION_TIMEOUT", "soon")]).expect_err("not a duration");
+        assert_eq!(e.key, "kyc.liveness_action_timeout");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde_json::json;
 use crate::auth::Scope;
 use crate::auth::oauth::{GrantError, OAuthErrorCode};
 use crate::kyc::KycError;
+use crate::kyc::liveness::{LivenessError, Refusal};
 use crate::kyc::ports::StoreError;
 
 tokio::task_local! {
@@ -78,6 +79,12 @@ pub enum AppError {
         code: OAuthErrorCode,
         description: &'static str,
     },
+    /// A plain request to an endpoint that takes only a WebSocket upgrade.
+    #[error("websocket upgrade required")]
+    UpgradeRequired,
+    /// A liveness connection or session refused (`docs/liveness-protocol.md`).
+    #[error("liveness: {}", .0.code())]
+    Liveness(Refusal),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -111,6 +118,18 @@ impl AppError {
                 },
                 code.as_str(),
             ),
+            Self::UpgradeRequired => (StatusCode::UPGRADE_REQUIRED, "UPGRADE_REQUIRED"),
+            Self::Liveness(r) => (
+                match r {
+                    Refusal::TicketInvalid => StatusCode::UNAUTHORIZED,
+                    Refusal::SessionForeign => StatusCode::FORBIDDEN,
+                    Refusal::SessionNotFound => StatusCode::NOT_FOUND,
+                    Refusal::SessionUsed => StatusCode::CONFLICT,
+                    Refusal::SessionExpired => StatusCode::GONE,
+                    Refusal::SessionLimit => StatusCode::TOO_MANY_REQUESTS,
+                },
+                r.code(),
+            ),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         }
     }
@@ -138,6 +157,8 @@ impl AppError {
             Self::Unavailable(what) => format!("{what} is temporarily unavailable; retry shortly"),
             Self::Timeout => "the request took too long; retry shortly".into(),
             Self::OAuth { description, .. } => (*description).to_owned(),
+            Self::UpgradeRequired => "this endpoint takes a WebSocket upgrade".into(),
+            Self::Liveness(r) => r.message().into(),
             Self::Internal(_) => "an internal error occurred".into(),
         }
     }
@@ -202,6 +223,9 @@ impl IntoResponse for AppError {
             Self::Unavailable(_) | Self::Timeout => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            Self::UpgradeRequired => {
+                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            }
             Self::OAuth { code, .. } => {
                 h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -233,6 +257,15 @@ impl From<KycError> for AppError {
         match e {
             KycError::NotFound => Self::NotFound,
             KycError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<LivenessError> for AppError {
+    fn from(e: LivenessError) -> Self {
+        match e {
+            LivenessError::Refused(r) => Self::Liveness(r),
+            LivenessError::Store(s) => s.into(),
         }
     }
 }

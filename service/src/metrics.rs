@@ -3,8 +3,8 @@
 //! Every label has a bounded set of values: `endpoint` is the route template, never the raw path.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::kyc::model::{RequestType, Status};
@@ -25,6 +25,8 @@ pub struct Metrics {
     pub vendor_call_duration_seconds: HistogramVec,
     pub vendor_circuit_state: IntGaugeVec,
     pub idempotency_total: IntCounterVec,
+    /// Liveness WebSocket connections in their message loop, on this instance.
+    pub liveness_sessions_active: IntGauge,
 }
 
 impl Metrics {
@@ -95,7 +97,16 @@ impl Metrics {
         registry
             .register(Box::new(vendor_call_duration_seconds.clone()))
             .expect("metric names are unique");
+        let liveness_sessions_active = IntGauge::new(
+            "liveness_sessions_active",
+            "Liveness WebSocket connections in progress",
+        )
+        .expect("valid gauge definition");
+        registry
+            .register(Box::new(liveness_sessions_active.clone()))
+            .expect("metric names are unique");
         let m = Self {
+            liveness_sessions_active,
             vendor_calls_total: counter(
                 "vendor_calls_total",
                 "Vendor attempts by vendor and outcome",

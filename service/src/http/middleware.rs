@@ -99,7 +99,7 @@ pub async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Re
 }
 
 /// The bearer token: 401 when there is no Authorization header, 400 when it is not `Bearer <token>`.
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     let v = headers
         .get(header::AUTHORIZATION)
         .ok_or(AppError::TokenMissing)?;
@@ -121,6 +121,26 @@ pub async fn authenticate(
     next: Next,
 ) -> Result<Response, AppError> {
     let token = bearer(req.headers())?;
+    let (caller, headers) = admit(&st, token).await?;
+    let client = ClientTag(caller.client_id.clone());
+    req.extensions_mut().insert(caller);
+    let mut resp = next.run(req).await;
+    if let Some(h) = headers {
+        resp.headers_mut().extend(h);
+    }
+    resp.extensions_mut().insert(client);
+    Ok(resp)
+}
+
+/// The caller behind `token`, admitted by its client's state and rate limit; with the rate-limit
+/// headers for the response (none when Redis was skipped).
+///
+/// # Errors
+/// 401 for a bad token or a disabled client, 429 over the limit, 503 when the limit fails closed.
+pub(crate) async fn admit(
+    st: &AppState,
+    token: &str,
+) -> Result<(Caller, Option<HeaderMap>), AppError> {
     let caller: Caller = st
         .tokens
         .verify_access(token)
@@ -159,14 +179,13 @@ pub async fn authenticate(
             headers: headers.unwrap_or_default(),
         });
     }
-    let client = ClientTag(caller.client_id.clone());
-    req.extensions_mut().insert(caller);
-    let mut resp = next.run(req).await;
-    if let Some(h) = headers {
-        resp.headers_mut().extend(h);
-    }
-    resp.extensions_mut().insert(client);
-    Ok(resp)
+    Ok((caller, headers))
+}
+
+/// Marks a response with the client it served, for the request log line.
+pub(crate) fn tag_client(resp: &mut Response, client_id: &str) {
+    resp.extensions_mut()
+        .insert(ClientTag(client_id.to_owned()));
 }
 
 /// The IETF draft's `RateLimit-Policy` / `RateLimit` fields and the `X-RateLimit-*` pair.

@@ -4,6 +4,7 @@
 mod demo;
 mod idempotency;
 mod kyc;
+mod liveness;
 mod middleware;
 mod ops;
 mod token;
@@ -29,11 +30,14 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.settings.http.upload_body_limit));
     let kyc = Router::new()
         .route("/status/{id}", get(kyc::status))
+        .route("/liveness/sessions", post(liveness::create_session))
         .merge(uploads)
         .route_layer(from_fn_with_state(state.clone(), middleware::authenticate));
     Router::new()
         .route("/api/v1/auth/token", post(token::issue))
         .nest("/api/v1/kyc", kyc)
+        // Authenticated by the handler: a browser's ticket travels in the query, not a header.
+        .route(liveness::WS_PATH, get(liveness::connect))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))

@@ -1,6 +1,7 @@
 //! The domain: KYC rules and workflow. It declares in `ports` the traits it needs from the outside
 //! world and imports nothing from `http`, `store` or `vendors`.
 
+pub mod liveness;
 pub mod model;
 pub mod pii;
 pub mod ports;

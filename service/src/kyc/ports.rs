@@ -1,9 +1,13 @@
 //! The traits the domain needs from the outside world. `store/` implements them on PostgreSQL;
 //! tests may implement them in memory.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::liveness::Action;
 use super::model::{KycRequestView, NewKycRequest, ReasonCode, Status};
 
 /// A failure of the record store, with no detail that could hold PII.
@@ -108,9 +112,59 @@ pub enum VendorError {
     Rejected(String),
 }
 
-/// Liveness sessions, as `/kyc/verify` consumes them.
+/// A liveness session about to be recorded, in `created`.
+#[derive(Debug, Clone)]
+pub struct NewLivenessSession {
+    pub id: Uuid,
+    pub client_id: String,
+    pub actions: Vec<Action>,
+    pub nonce: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// What connecting to a session found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activation {
+    /// The session was `created` and is now `active`, linked to its new `liveness` request.
+    Active {
+        actions: Vec<String>,
+        nonce: String,
+        expires_at: DateTime<Utc>,
+    },
+    NotFound,
+    /// Another client's session.
+    Foreign,
+    /// Connected before, or finished.
+    Used,
+    Expired,
+}
+
+/// Liveness sessions: created with a challenge, connected once, concluded with a verdict, and
+/// consumed by `/kyc/verify`. Correct across instances: every transition is one atomic statement.
 #[async_trait]
 pub trait LivenessSessions: Send + Sync {
+    /// Records `session` unless its client already holds `max_open` sessions neither finished nor
+    /// expired. Returns whether it did.
+    async fn create(&self, session: &NewLivenessSession, max_open: u32)
+    -> Result<bool, StoreError>;
+
+    /// Moves a `created`, unexpired session of `client_id` to `active` and records its `liveness`
+    /// request (`request_id`, in `processing`), both or neither.
+    async fn activate(
+        &self,
+        client_id: &str,
+        session_id: Uuid,
+        request_id: Uuid,
+    ) -> Result<Activation, StoreError>;
+
+    /// Ends a session that is not yet finished: `passed` or `failed`, with the lowest score.
+    async fn conclude(
+        &self,
+        session_id: Uuid,
+        passed: bool,
+        score: Option<f64>,
+    ) -> Result<(), StoreError>;
+
     /// Marks the session used by `request_id` if it passed, has not expired, is unused and belongs
     /// to `client_id`. Returns whether it did.
     async fn consume_passed(
@@ -122,6 +176,31 @@ pub trait LivenessSessions: Send + Sync {
 
     /// Undoes `consume_passed` by `request_id` when that request ended without a verdict.
     async fn release(&self, session_id: Uuid, request_id: Uuid) -> Result<(), StoreError>;
+}
+
+/// Single-use liveness tickets, kept by the SHA-256 of the ticket only, shared by every instance.
+#[async_trait]
+pub trait LivenessTickets: Send + Sync {
+    /// Keeps `digest` → (session, client) for `ttl`.
+    async fn put_ticket(
+        &self,
+        digest: &str,
+        session_id: Uuid,
+        client_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError>;
+
+    /// Reads and deletes, in one step, the ticket with `digest`: a second take finds nothing.
+    async fn take_ticket(&self, digest: &str) -> Result<Option<(Uuid, String)>, StoreError>;
+}
+
+/// A liveness vendor's judgement of one action's frames.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct LivenessCheck {
+    pub passed: bool,
+    pub score: f64,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[async_trait]
@@ -141,4 +220,13 @@ pub trait Vendors: Send + Sync {
         b: &[u8],
         deadline: tokio::time::Instant,
     ) -> Result<f64, VendorError>;
+    /// Judges whether `frames`, captured while the user was asked for `action`, show a live
+    /// person; the vendor gives up (as `Timeout`) by `deadline`.
+    async fn check_liveness(
+        &self,
+        request_id: Uuid,
+        action: Action,
+        frames: &[Vec<u8>],
+        deadline: tokio::time::Instant,
+    ) -> Result<LivenessCheck, VendorError>;
 }

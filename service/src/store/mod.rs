@@ -1,9 +1,10 @@
 //! The outside world's records: PostgreSQL (clients, tokens, KYC requests, audit) and Redis
-//! (cluster-wide limits). Implements the domain's ports; holds all of the service's SQL.
+//! (cluster-wide limits, liveness tickets). Implements the domain's ports; holds all of the service's SQL.
 
 pub mod audit;
 pub mod clients;
 pub mod idempotency;
+pub mod liveness;
 pub mod redis;
 pub mod refresh;
 pub mod requests;

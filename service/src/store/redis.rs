@@ -1,4 +1,5 @@
-//! Redis: the cluster-wide per-client rate limit (GCRA in one atomic Lua script) and its health.
+//! Redis: the cluster-wide per-client rate limit (GCRA in one atomic Lua script), single-use
+//! liveness tickets (by digest, taken with `GETDEL`), and its health.
 //!
 //! Redis is an accelerator, not a dependency the service dies with: when it cannot be reached the
 //! caller decides (fail open or closed), the failure is counted, and calls are skipped for a short
@@ -7,11 +8,14 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use deadpool_redis::redis::{self, Script};
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use secrecy::ExposeSecret;
+use uuid::Uuid;
 
 use crate::config::RedisSettings;
+use crate::kyc::ports::{LivenessTickets, StoreError};
 
 /// The most a request waits for the rate limiter before its fail-open/closed policy applies.
 const RATE_LIMIT_BUDGET: Duration = Duration::from_millis(250);
@@ -204,6 +208,59 @@ impl RedisStore {
             retry_after: us(retry_us),
             reset_after: us(reset_us),
         })
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct TicketValue {
+    session_id: Uuid,
+    client_id: String,
+}
+
+#[async_trait]
+impl LivenessTickets for RedisStore {
+    async fn put_ticket(
+        &self,
+        digest: &str,
+        session_id: Uuid,
+        client_id: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}liveness:ticket:{digest}", self.prefix);
+        let value = serde_json::to_string(&TicketValue {
+            session_id,
+            client_id: client_id.to_owned(),
+        })
+        .map_err(|e| StoreError::Other(e.to_string()))?;
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run(|mut c| {
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&key).arg(&value).arg("PX").arg(ms);
+            async move { cmd.query_async::<()>(&mut c).await }
+        })
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "liveness ticket not stored");
+            StoreError::Unavailable
+        })
+    }
+
+    async fn take_ticket(&self, digest: &str) -> Result<Option<(Uuid, String)>, StoreError> {
+        let key = format!("{}liveness:ticket:{digest}", self.prefix);
+        let value: Option<String> = self
+            .run(|mut c| {
+                let mut cmd = redis::cmd("GETDEL");
+                cmd.arg(&key);
+                async move { cmd.query_async(&mut c).await }
+            })
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "liveness ticket not read");
+                StoreError::Unavailable
+            })?;
+        Ok(value
+            .and_then(|v| serde_json::from_str::<TicketValue>(&v).ok())
+            .map(|t| (t.session_id, t.client_id)))
     }
 }
 

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::store_error;
 use crate::crypto::KeyRing;
 use crate::kyc::model::{KycRequestView, NewKycRequest, ReasonCode, RequestType, Status};
-use crate::kyc::ports::{LivenessSessions, RequestStore, StoreError};
+use crate::kyc::ports::{RequestStore, StoreError};
 use crate::metrics::Metrics;
 
 pub const NAME_FIELD: &str = "kyc_requests.name_enc";
@@ -160,43 +160,9 @@ impl RequestStore for PgRequestStore {
     }
 }
 
-#[async_trait]
-impl LivenessSessions for PgRequestStore {
-    async fn consume_passed(
-        &self,
-        client_id: &str,
-        session_id: Uuid,
-        request_id: Uuid,
-    ) -> Result<bool, StoreError> {
-        sqlx::query(
-            "UPDATE liveness_sessions SET consumed_at = now(), consumed_by = $3, updated_at = now()
-             WHERE id = $1 AND client_id = $2 AND status = 'passed' AND expires_at > now() AND consumed_at IS NULL",
-        )
-        .bind(session_id)
-        .bind(client_id)
-        .bind(request_id)
-        .execute(&self.db)
-        .await
-        .map(|r| r.rows_affected() == 1)
-        .map_err(|e| store_error(&e))
-    }
-
-    async fn release(&self, session_id: Uuid, request_id: Uuid) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE liveness_sessions SET consumed_at = NULL, consumed_by = NULL, updated_at = now()
-             WHERE id = $1 AND consumed_by = $2",
-        )
-        .bind(session_id)
-        .bind(request_id)
-        .execute(&self.db)
-        .await
-        .map(|_| ())
-        .map_err(|e| store_error(&e))
-    }
-}
-
 /// Finishes requests left `processing` for longer than any handler can run: their process died
-/// or was killed. They end as `error` with `INTERRUPTED`. Returns how many.
+/// or was killed. They end as `error` with `INTERRUPTED`. Returns how many. A `liveness` request
+/// lives as long as its connection, which ends by its session's expiry: it is left alone until then.
 ///
 /// # Errors
 /// A database failure.
@@ -209,6 +175,10 @@ pub async fn finish_abandoned(
         "WITH done AS (
              UPDATE kyc_requests SET status = 'error', reasons = ARRAY['INTERRUPTED'], updated_at = now(), completed_at = now()
              WHERE status IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)
+               AND NOT EXISTS (
+                   SELECT 1 FROM liveness_sessions s
+                   WHERE s.request_id = kyc_requests.id AND s.status = 'active'
+                     AND s.expires_at > now() - make_interval(secs => $1))
              RETURNING id),
          freed AS (
              UPDATE liveness_sessions SET consumed_at = NULL, consumed_by = NULL, updated_at = now()

@@ -24,7 +24,8 @@ use uuid::Uuid;
 
 use self::breaker::Breaker;
 use crate::config::{ThirdPartySettings, VendorSettings};
-use crate::kyc::ports::{OcrReading, VendorError, Vendors};
+use crate::kyc::liveness::Action;
+use crate::kyc::ports::{LivenessCheck, OcrReading, VendorError, Vendors};
 use crate::metrics::Metrics;
 
 /// Which vendor: also the `vendor` label and the `vendor_calls.vendor` value.
@@ -462,6 +463,27 @@ impl Vendors for VendorSet {
             .await?;
         if (0.0..=1.0).contains(&r.score) {
             Ok(r.score)
+        } else {
+            Err(VendorError::Unavailable)
+        }
+    }
+
+    async fn check_liveness(
+        &self,
+        request_id: Uuid,
+        action: Action,
+        frames: &[Vec<u8>],
+        deadline: tokio::time::Instant,
+    ) -> Result<LivenessCheck, VendorError> {
+        let r: LivenessCheck = self
+            .liveness
+            .call(request_id, "/v1/liveness/check", deadline, || {
+                let frames: Vec<String> = frames.iter().map(|f| STANDARD.encode(f)).collect();
+                json!({ "action": action.as_str(), "frames": frames })
+            })
+            .await?;
+        if (0.0..=1.0).contains(&r.score) {
+            Ok(r)
         } else {
             Err(VendorError::Unavailable)
         }

@@ -84,6 +84,9 @@ pub struct TestApp {
     pub state: AppState,
     pub http: reqwest::Client,
     pub dbname: String,
+    pub redis_prefix: String,
+    /// Whether dropping this app drops its database (not when it shares another app's).
+    owns_db: bool,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -96,13 +99,32 @@ impl TestApp {
     /// The app with extra `KYC__…` overrides on top of the seed's config.
     pub async fn spawn_with(extra: &[(&str, String)]) -> Self {
         let dbname = create_database().await;
+        let prefix = format!("kyc-test:{}:", Uuid::new_v4().simple());
+        Self::spawn_on(dbname, prefix, true, extra).await
+    }
+
+    /// A second instance of the service on `other`'s database and Redis prefix, as two
+    /// instances behind one gateway are. `other` keeps (and finally drops) the database.
+    pub async fn spawn_sharing(other: &TestApp, extra: &[(&str, String)]) -> Self {
+        Self::spawn_on(
+            other.dbname.clone(),
+            other.redis_prefix.clone(),
+            false,
+            extra,
+        )
+        .await
+    }
+
+    async fn spawn_on(
+        dbname: String,
+        redis_prefix: String,
+        owns_db: bool,
+        extra: &[(&str, String)],
+    ) -> Self {
         let mut overrides: Vec<(&str, String)> = vec![
             ("KYC__DATABASE__DBNAME", dbname.clone()),
             ("KYC__DATABASE__MAX_IDLE_CONNS", "0".into()),
-            (
-                "KYC__REDIS__KEY_PREFIX",
-                format!("kyc-test:{}:", Uuid::new_v4().simple()),
-            ),
+            ("KYC__REDIS__KEY_PREFIX", redis_prefix.clone()),
             ("KYC__REDIS__MIN_IDLE_CONNS", "1".into()),
         ];
         overrides.extend(extra.iter().cloned());
@@ -127,6 +149,8 @@ impl TestApp {
             state,
             http: reqwest::Client::new(),
             dbname,
+            redis_prefix,
+            owns_db,
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -223,7 +247,9 @@ impl Drop for TestApp {
         if let Some(server) = self.server.take() {
             server.abort();
         }
-        drop_database(std::mem::take(&mut self.dbname));
+        if self.owns_db {
+            drop_database(std::mem::take(&mut self.dbname));
+        }
     }
 }
 
