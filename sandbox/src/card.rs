@@ -154,16 +154,7 @@ pub fn render(data: &CardData, face: &Face) -> RgbImage {
 
     let (px, py, pw, ph) = PORTRAIT;
     let mut portrait = RgbImage::from_pixel(pw, ph, Rgb([243, 244, 246]));
-    face.draw(
-        &mut portrait,
-        Pose {
-            cx: pw as f32 / 2.0,
-            cy: 118.0,
-            scale: 60.0,
-            brightness: 1.0,
-            eyes_closed: false,
-        },
-    );
+    face.draw(&mut portrait, Pose::new(pw as f32 / 2.0, 118.0, 60.0, 1.0));
     image::imageops::replace(&mut img, &portrait, i64::from(px), i64::from(py));
     let specimen = "SPECIMEN";
     let x = px as f32 + (pw as f32 - font::text_width(specimen, 3.0)) / 2.0;

@@ -49,6 +49,27 @@ pub struct Pose {
     /// Multiplies every colour drawn.
     pub brightness: f32,
     pub eyes_closed: bool,
+    /// A head turn drawn the cheap way: brows, eyes, nose and mouth shift this many face units
+    /// sideways inside the face's outline (positive: towards the image's right).
+    pub yaw: f32,
+    /// 0 (closed) to 1 (wide open): the lips part downwards around a dark opening.
+    pub mouth_open: f32,
+}
+
+impl Pose {
+    /// A frontal face, eyes open, mouth closed.
+    #[must_use]
+    pub const fn new(cx: f32, cy: f32, scale: f32, brightness: f32) -> Self {
+        Self {
+            cx,
+            cy,
+            scale,
+            brightness,
+            eyes_closed: false,
+            yaw: 0.0,
+            mouth_open: 0.0,
+        }
+    }
 }
 
 const SKIN: [[u8; 3]; 6] = [
@@ -198,6 +219,8 @@ impl Face {
             },
         );
 
+        // Everything below belongs to the features, which a turn shifts inside the outline.
+        let px = |u: f32| cx + (u + pose.yaw) * s;
         for side in [-1.0f32, 1.0] {
             let ex = side * self.eye_dx;
             let brow_y = self.eye_y - self.eye_ry - self.brow_gap;
@@ -272,14 +295,32 @@ impl Face {
             let y = self.nose_y + self.nose_len * 0.8;
             fill_ellipse(img, px(x), py(y), 0.035 * s, 0.03 * s, nostril);
         }
-        fill_ellipse(
-            img,
-            px(0.0),
-            py(self.mouth_y),
-            self.mouth_w * s,
-            self.mouth_h * s,
-            c(self.lips),
-        );
+        let open = pose.mouth_open.clamp(0.0, 1.0);
+        if open > 0.0 {
+            // The jaw drops: the lips grow downwards (keeping skin under them, so the chin and
+            // the face's outline do not move) around a dark opening.
+            let room = (ry - 0.1 - self.mouth_y - self.mouth_h).clamp(0.0, 0.18);
+            let drop = room * open;
+            let (my, mh) = (self.mouth_y + drop / 2.0, self.mouth_h + drop / 2.0);
+            fill_ellipse(img, px(0.0), py(my), self.mouth_w * s, mh * s, c(self.lips));
+            fill_ellipse(
+                img,
+                px(0.0),
+                py(my + 0.1 * mh),
+                self.mouth_w * 0.78 * s,
+                mh * 0.72 * s,
+                c([62, 22, 30]),
+            );
+        } else {
+            fill_ellipse(
+                img,
+                px(0.0),
+                py(self.mouth_y),
+                self.mouth_w * s,
+                self.mouth_h * s,
+                c(self.lips),
+            );
+        }
     }
 }
 
@@ -289,7 +330,8 @@ impl Face {
 pub struct NoFace(pub &'static str);
 
 /// Skin as the sandbox draws it: warm (red > green > blue), clearly tinted, not too dark.
-fn is_skin(p: Rgb<u8>) -> bool {
+#[must_use]
+pub fn is_skin(p: Rgb<u8>) -> bool {
     let [r, g, b] = p.0.map(i32::from);
     r >= 110 && r > g && g > b && r - b >= 35 && r - g >= 12 && r - b <= 150
 }
@@ -303,6 +345,18 @@ pub struct FaceBox {
     pub x1: u32,
     pub y1: u32,
     spans: Vec<(u32, u32)>,
+}
+
+impl FaceBox {
+    /// The face's rows, top to bottom: `(y, x_start, x_end)` in image pixels, end exclusive,
+    /// for each row of the box where the face shows.
+    pub fn rows(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.spans
+            .iter()
+            .zip(self.y0..)
+            .filter(|((a, b), _)| b > a)
+            .map(|(&(a, b), y)| (y, self.x0 + a, self.x0 + b))
+    }
 }
 
 /// Finds the largest skin-coloured blob shaped like a face.

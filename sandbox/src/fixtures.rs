@@ -163,32 +163,14 @@ fn selfie(face: &Face, pose: Pose) -> RgbImage {
     img
 }
 
-const SELFIE: Pose = Pose {
-    cx: 250.0,
-    cy: 290.0,
-    scale: 125.0,
-    brightness: 1.12,
-    eyes_closed: false,
-};
+const SELFIE: Pose = Pose::new(250.0, 290.0, 125.0, 1.12);
 
 /// Selfie poses tried in turn until one scores at least [`SAME_MIN_SCORE`] against the card
 /// (in a sweep of 150 ID numbers the first always did, at 0.96 or more).
 const SELFIES: [Pose; 3] = [
     SELFIE,
-    Pose {
-        cx: 240.0,
-        cy: 300.0,
-        scale: 110.0,
-        brightness: 1.05,
-        eyes_closed: false,
-    },
-    Pose {
-        cx: 240.0,
-        cy: 300.0,
-        scale: 100.0,
-        brightness: 1.0,
-        eyes_closed: false,
-    },
+    Pose::new(240.0, 300.0, 110.0, 1.05),
+    Pose::new(240.0, 300.0, 100.0, 1.0),
 ];
 
 /// Scores JPEGs against one image the way the sandbox's face endpoint does.
@@ -241,13 +223,7 @@ pub fn fixtures(person: &Person) -> Fixtures {
     let (score_face, face_jpg) = best.expect("at least one selfie is drawn");
 
     // Someone else: the first of a few candidate faces that scores low against the card.
-    let other_pose = Pose {
-        cx: 230.0,
-        cy: 300.0,
-        scale: 118.0,
-        brightness: 1.0,
-        eyes_closed: false,
-    };
+    let other_pose = Pose::new(230.0, 300.0, 118.0, 1.0);
     let mut best: Option<(f64, Vec<u8>)> = None;
     for k in 0..16 {
         let other = Face::from_label(&format!(
