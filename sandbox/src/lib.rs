@@ -16,7 +16,8 @@
 //! - [`face`]: synthetic faces, finding a face, feature vectors and scores.
 //! - [`liveness`]: the static-frames rule.
 //! - [`fixtures`]: a person's card, photocopy, selfies and liveness frames; [`id_number`]: GB 11643.
-//! - [`imaging`], [`font`], [`prng`]: decoding and drawing, a bitmap font, a stable generator.
+//! - [`imaging`], [`font`], [`prng`]: decoding and drawing, a bitmap font, a stable generator;
+//!   [`y4m`]: `.y4m` video for a browser's fake camera.
 
 pub mod app;
 pub mod card;
@@ -32,7 +33,9 @@ pub mod liveness;
 pub mod prng;
 pub mod stats;
 pub mod vendor;
+pub mod y4m;
 
 pub use app::{Config, RunningSandbox, SandboxState, serve, spawn};
 pub use fixtures::{Fixtures, Person, fixtures};
 pub use http::router;
+pub use y4m::write_y4m;
