@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 
 use image::{DynamicImage, Rgb, RgbImage};
 
+use crate::acting;
 use crate::card::{self, CardData};
 use crate::face::{self, Face, Pose};
 use crate::id_number::{IdNumber, IdNumberError};
 use crate::imaging;
+use crate::liveness::Action;
 
 pub const DEFAULT_ADDRESS: &str = "北京市朝阳区建国路1号";
 pub const DEFAULT_ETHNICITY: &str = "汉";
@@ -19,6 +21,8 @@ pub const JPEG_QUALITY: u8 = 85;
 pub const SAME_MIN_SCORE: f64 = 0.9;
 /// `face_other.jpg` is redrawn until its score against the card is at most this.
 pub const OTHER_MAX_SCORE: f64 = 0.3;
+/// Frames per action in [`Fixtures::liveness_actions`].
+pub const LIVENESS_FRAMES: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PersonError {
@@ -136,8 +140,12 @@ pub struct Fixtures {
     pub face: Vec<u8>,
     /// `face_other.jpg`: a selfie of someone else.
     pub face_other: Vec<u8>,
-    /// `liveness_1.jpg`..: the selfie moving a little and blinking.
+    /// `liveness_1.jpg`..`liveness_3.jpg`: the selfie blinking (open, closed, open): passes
+    /// `blink`, and only `blink`.
     pub liveness: Vec<Vec<u8>>,
+    /// `liveness_<action>_1.jpg`..: 320x240 frames of this face performing each action (rest,
+    /// acted, rest, acted; see [`crate::acting`]): each passes its own action.
+    pub liveness_actions: Vec<(Action, Vec<Vec<u8>>)>,
     /// Scores the sandbox gives these files.
     pub score_face: f64,
     pub score_other: f64,
@@ -244,13 +252,15 @@ pub fn fixtures(person: &Person) -> Fixtures {
     let liveness = (0..3)
         .map(|i| {
             let pose = Pose {
-                cx: SELFIE.cx + 10.0 * i as f32,
-                cy: SELFIE.cy + 4.0 * i as f32,
                 eyes_closed: i == 1,
                 ..SELFIE
             };
             jpeg(selfie(&face, pose))
         })
+        .collect();
+    let liveness_actions = Action::ALL
+        .into_iter()
+        .map(|a| (a, acting::liveness_frames(person, a, LIVENESS_FRAMES)))
         .collect();
     let readme = readme(person, score_face, score_other);
     Fixtures {
@@ -260,6 +270,7 @@ pub fn fixtures(person: &Person) -> Fixtures {
         face: face_jpg,
         face_other,
         liveness,
+        liveness_actions,
         score_face,
         score_other,
         readme,
@@ -290,8 +301,15 @@ POST /v1/face/compare
   idcard_photocopy.jpg           -> 422 NO_FACE_FOUND (the face finder needs colour)
 
 POST /v1/liveness/check
-  liveness_1.jpg, liveness_2.jpg, liveness_3.jpg   -> passed = true (the face moves and blinks)
-  the same frame repeated                          -> passed = false, reason STATIC_FRAMES
+  liveness_1.jpg .. liveness_3.jpg with action blink   -> passed = true (the face blinks)
+  liveness_<action>_1.jpg .. _4.jpg with that action   -> passed = true (320x240, the face
+                                                          performs it: blink, open_mouth, nod,
+                                                          shake_head, turn_left, turn_right)
+  the same frames with another action                  -> passed = false, ACTION_NOT_DETECTED
+                                                          (shake_head frames also pass the turns)
+  the same frame repeated                              -> passed = false, reason STATIC_FRAMES
+  turn_left is the user's own left: the face turns towards the image's right.
+  A video of a whole challenge for a fake camera: kyc-sandbox liveness-video --help
 
 Regenerate with:
   kyc-sandbox fixtures --name '{name}' --id {id_number} --address '{address}' --out DIR
@@ -320,6 +338,11 @@ impl Fixtures {
         ];
         for (i, frame) in self.liveness.iter().enumerate() {
             files.push((format!("liveness_{}.jpg", i + 1), frame));
+        }
+        for (action, frames) in &self.liveness_actions {
+            for (i, frame) in frames.iter().enumerate() {
+                files.push((format!("liveness_{action}_{}.jpg", i + 1), frame));
+            }
         }
         files.push(("README.txt".into(), self.readme.as_bytes()));
         files

@@ -14,11 +14,13 @@
 //!   [`stats`]: call counters.
 //! - [`card`]: the sandbox ID card, its data band, and the reader ("OCR").
 //! - [`face`]: synthetic faces, finding a face, feature vectors and scores.
-//! - [`liveness`]: the static-frames rule.
+//! - [`liveness`]: the liveness rule, deciding each action from the frames;
+//!   [`acting`]: a synthetic face acting the actions out, as frames and videos.
 //! - [`fixtures`]: a person's card, photocopy, selfies and liveness frames; [`id_number`]: GB 11643.
 //! - [`imaging`], [`font`], [`prng`]: decoding and drawing, a bitmap font, a stable generator;
 //!   [`y4m`]: `.y4m` video for a browser's fake camera.
 
+pub mod acting;
 pub mod app;
 pub mod card;
 pub mod error;
@@ -35,7 +37,9 @@ pub mod stats;
 pub mod vendor;
 pub mod y4m;
 
+pub use acting::{liveness_frames, liveness_frames_rgb, liveness_video, still_video};
 pub use app::{Config, RunningSandbox, SandboxState, serve, spawn};
 pub use fixtures::{Fixtures, Person, fixtures};
 pub use http::router;
+pub use liveness::Action;
 pub use y4m::write_y4m;

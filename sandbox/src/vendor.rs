@@ -9,6 +9,7 @@ use crate::error::SandboxError;
 use crate::face;
 use crate::id_number::Sex;
 use crate::imaging::{self, ImageError};
+pub use crate::liveness::Action;
 use crate::liveness::{self, Reason};
 
 /// Which side of the card an OCR request holds.
@@ -52,18 +53,6 @@ pub struct FaceRequest {
 pub struct FaceResponse {
     pub request_id: Uuid,
     pub score: f64,
-}
-
-/// The action the user was asked to perform. The sandbox does not check it yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Action {
-    Blink,
-    OpenMouth,
-    Nod,
-    ShakeHead,
-    TurnLeft,
-    TurnRight,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,7 +137,8 @@ pub fn liveness(req: &LivenessRequest) -> Result<LivenessResponse, SandboxError>
         .enumerate()
         .map(|(i, f)| image(&format!("frames[{i}]"), f))
         .collect::<Result<Vec<_>, _>>()?;
-    let outcome = liveness::check(&frames);
+    let outcome = liveness::check(&frames, req.action);
+    tracing::debug!(action = %req.action, ?outcome, "liveness judged");
     Ok(LivenessResponse {
         request_id: Uuid::new_v4(),
         passed: outcome.passed,
