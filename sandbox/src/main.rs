@@ -1,5 +1,6 @@
 //! The `kyc-sandbox` binary: `serve` (the default) runs the SANDBOX vendor; `fixtures` writes a
-//! synthetic person's card, selfies and liveness frames.
+//! synthetic person's card, selfies and liveness frames; `liveness-video` writes a `.y4m` of the
+//! face performing liveness actions, for a browser's fake camera.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use kyc_sandbox::faults::Faults;
-use kyc_sandbox::{Config, Person};
+use kyc_sandbox::{Action, Config, Person};
 
 #[derive(Parser)]
 #[command(
@@ -28,8 +29,11 @@ enum Command {
     /// Serve the three vendor endpoints and the admin API (the default).
     Serve(ServeArgs),
     /// Write a synthetic person's fixtures: idcard.jpg, idcard_photocopy.jpg, face.jpg,
-    /// face_other.jpg, liveness_N.jpg and README.txt.
+    /// face_other.jpg, liveness_N.jpg, liveness_<action>_N.jpg and README.txt.
     Fixtures(FixturesArgs),
+    /// Write a 320x240 .y4m video of the person's face performing liveness actions in order
+    /// (or, with --still, not moving), for Chromium's --use-file-for-fake-video-capture.
+    LivenessVideo(LivenessVideoArgs),
 }
 
 #[derive(Args)]
@@ -65,10 +69,46 @@ struct FixturesArgs {
     ethnicity: String,
 }
 
+#[derive(Args)]
+struct LivenessVideoArgs {
+    /// The actions, in order, comma-separated: blink, open_mouth, nod, shake_head, turn_left
+    /// (the user's own left: the face turns towards the image's right), turn_right.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "still",
+        conflicts_with = "still"
+    )]
+    actions: Vec<Action>,
+    /// A still video instead: the face at rest, unchanging, like a replayed photo.
+    #[arg(long)]
+    still: bool,
+    /// Seconds of each action (of the whole video with --still).
+    #[arg(long, default_value_t = 3.0, value_name = "SECONDS")]
+    seconds_per_action: f64,
+    /// Frames per second (1-60).
+    #[arg(long, default_value_t = 30)]
+    fps: u32,
+    /// Whose face: the person's name...
+    #[arg(long, default_value = "张三")]
+    name: String,
+    /// ...and ID number (the face is drawn from it, as in the fixtures).
+    #[arg(
+        long = "id",
+        value_name = "ID_NUMBER",
+        default_value = "11010519491231002X"
+    )]
+    id: String,
+    /// The .y4m file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Fixtures(args)) => fixtures(&args),
+        Some(Command::LivenessVideo(args)) => liveness_video(&args),
         Some(Command::Serve(args)) => serve(args),
         None => serve(cli.serve),
     }
@@ -101,6 +141,64 @@ fn fixtures(args: &FixturesArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn liveness_video(args: &LivenessVideoArgs) -> ExitCode {
+    let person = match Person::new(&args.name, &args.id, None) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("kyc-sandbox: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if !(1..=60).contains(&args.fps) {
+        eprintln!("kyc-sandbox: --fps must be 1-60, got {}", args.fps);
+        return ExitCode::from(2);
+    }
+    if !(args.seconds_per_action > 0.0 && args.seconds_per_action <= 600.0) {
+        eprintln!(
+            "kyc-sandbox: --seconds-per-action must be over 0 and at most 600, got {}",
+            args.seconds_per_action
+        );
+        return ExitCode::from(2);
+    }
+    let written = std::fs::File::create(&args.out).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        if args.still {
+            kyc_sandbox::still_video(&person, args.fps, args.seconds_per_action, &mut out)
+        } else {
+            kyc_sandbox::liveness_video(
+                &person,
+                &args.actions,
+                args.fps,
+                args.seconds_per_action,
+                &mut out,
+            )
+        }
+    });
+    if let Err(e) = written {
+        eprintln!("kyc-sandbox: cannot write {}: {e}", args.out.display());
+        return ExitCode::FAILURE;
+    }
+    let secs = args.seconds_per_action;
+    let plan = if args.still {
+        format!("still for {secs} s")
+    } else {
+        args.actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{a} {}-{} s", i as f64 * secs, (i + 1) as f64 * secs))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "{}: {}x{} at {} fps, {plan} (SANDBOX synthetic face; Chromium loops the file)",
+        args.out.display(),
+        kyc_sandbox::acting::WIDTH,
+        kyc_sandbox::acting::HEIGHT,
+        args.fps
+    );
+    ExitCode::SUCCESS
 }
 
 fn serve(args: ServeArgs) -> ExitCode {

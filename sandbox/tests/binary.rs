@@ -1,9 +1,12 @@
-//! The `kyc-sandbox` binary: it says SANDBOX when it starts, loads a faults file, and its
-//! `fixtures` subcommand writes the files or explains what is wrong with its input.
+//! The `kyc-sandbox` binary: it says SANDBOX when it starts, loads a faults file, its
+//! `fixtures` subcommand writes the files or explains what is wrong with its input, and
+//! `liveness-video` writes a `.y4m` whose stretches pass their actions.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use kyc_sandbox::{Action, liveness};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kyc-sandbox");
 
@@ -103,6 +106,10 @@ fn fixtures_writes_the_card_selfies_frames_and_readme() {
         "face_other.jpg",
         "liveness_1.jpg",
         "liveness_3.jpg",
+        "liveness_blink_1.jpg",
+        "liveness_open_mouth_4.jpg",
+        "liveness_turn_left_2.jpg",
+        "liveness_nod_3.jpg",
     ] {
         let bytes = std::fs::read(dir.join(file)).expect(file);
         assert!(bytes.starts_with(&[0xFF, 0xD8, 0xFF]), "{file} is a JPEG");
@@ -140,6 +147,62 @@ fn fixtures_explains_an_invalid_id_number_or_empty_name() {
         assert!(stderr.contains(expected), "{stderr}");
     }
     assert!(!dir.join("idcard.jpg").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn liveness_video_writes_a_y4m_whose_stretches_pass_their_actions() {
+    let dir = tempdir("video");
+    let path = dir.join("challenge.y4m");
+    let out = Command::new(BIN)
+        .args([
+            "liveness-video",
+            "--actions",
+            "turn_left,open_mouth",
+            "--fps",
+            "15",
+            "--seconds-per-action",
+            "1",
+            "--out",
+        ])
+        .arg(&path)
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&path).expect("the video");
+    assert!(bytes.starts_with(b"YUV4MPEG2 W320 H240 F15:1 Ip A1:1 C420jpeg\n"));
+    let (fps, frames) = kyc_sandbox::y4m::read_y4m(&bytes).expect("a y4m");
+    assert_eq!((fps, frames.len()), (15, 30));
+    for (stretch, action) in [(0, Action::TurnLeft), (1, Action::OpenMouth)] {
+        let frames = &frames[stretch * 15 + 4..stretch * 15 + 8];
+        let o = liveness::check(frames, action);
+        assert!(o.passed, "{action}: {o:?}");
+    }
+
+    let still = dir.join("still.y4m");
+    let out = Command::new(BIN)
+        .args(["liveness-video", "--still", "--fps", "10", "--out"])
+        .arg(&still)
+        .output()
+        .expect("runs");
+    assert!(out.status.success());
+    let (_, frames) =
+        kyc_sandbox::y4m::read_y4m(&std::fs::read(&still).expect("the video")).expect("a y4m");
+    assert_eq!(frames.len(), 30);
+    let o = liveness::check(&frames[..5], Action::Blink);
+    assert_eq!(o.reason, Some(liveness::Reason::StaticFrames));
+
+    let out = Command::new(BIN)
+        .args(["liveness-video", "--actions", "blink,dance", "--out"])
+        .arg(dir.join("bad.y4m"))
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown action"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
