@@ -36,6 +36,15 @@ impl Sandbox {
         }
     }
 
+    /// `n` JPEG frames of the seed's person acting out `action` (the protocol's name for it).
+    pub fn liveness_frames(&self, action: &str, n: usize) -> Vec<Vec<u8>> {
+        let person =
+            kyc_sandbox::Person::new("张三", "11010519491231002X", None).expect("valid person");
+        let action: kyc_sandbox::Action =
+            serde_json::from_value(serde_json::json!(action)).expect("a sandbox action");
+        kyc_sandbox::liveness_frames(&person, action, n)
+    }
+
     pub async fn faults(&self, faults: Value) {
         let r = self
             .http
