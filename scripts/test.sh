@@ -20,5 +20,10 @@ done
 
 # The gateway tests (edge/tests) load the built .wasm filters from target/filters.
 bash scripts/build-filters.sh
+# The browser tests (edge/tests/browser.rs) drive Debian's Chromium through the edge to the
+# liveness page in web/dist (built with wasm-bindgen; installs wasm-bindgen-cli on first use).
+bash scripts/install-browser.sh
+bash scripts/build-web.sh
+cargo test --manifest-path web/quality/Cargo.toml
 
 cargo nextest run --workspace --no-fail-fast "$@"
