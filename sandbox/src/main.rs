@@ -187,7 +187,10 @@ fn liveness_video(args: &LivenessVideoArgs) -> ExitCode {
         args.actions
             .iter()
             .enumerate()
-            .map(|(i, a)| format!("{a} {}-{} s", i as f64 * secs, (i + 1) as f64 * secs))
+            .map(|(i, a)| {
+                let at = |k: usize| (k as f64 * secs * 1000.0).round() / 1000.0;
+                format!("{a} {}-{} s", at(i), at(i + 1))
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };
