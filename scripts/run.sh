@@ -14,6 +14,8 @@ profile=release
 [ "${1:-}" = "--debug" ] && profile=debug
 echo "[run] building the gateway filters (wasm32-wasip1)"
 bash scripts/build-filters.sh
+echo "[run] building the liveness demo page (web/dist; installs wasm-bindgen-cli on first use)"
+bash scripts/build-web.sh
 echo "[run] building kyc-service, kyc-sandbox and kyc-edge ($profile)"
 if [ "$profile" = release ]; then
   cargo build --release -p kyc-service -p kyc-sandbox -p kyc-edge
@@ -56,6 +58,7 @@ cat <<MSG
 [run] fixtures for 张三 / 11010519491231002X in $fixtures: idcard.jpg, face.jpg, face_other.jpg, idcard_photocopy.jpg
 [run] kyc-edge (the gateway, in place of Kong) on http://localhost:8000, admin http://localhost:8001, log .tmp/kyc-edge.log, access log logs/kyc-edge-access.log
 [run] kyc-service is starting on http://localhost:8080 (logs: stdout and logs/kyc-service.log)
+[run] the liveness demo page: http://localhost:8000/demo/liveness
 [run] the seed's section 3 flow, from another terminal in $fixtures:
   cd $fixtures
   TOKEN=\$(curl -s -X POST http://localhost:8000/api/v1/auth/token -H 'Content-Type: application/json' \\
