@@ -21,6 +21,7 @@ const SECRET_PARAMS: &[&str] = &[
     "token",
     "id_token",
     "refresh_token",
+    "ticket",
     "key",
     "apikey",
     "api_key",
@@ -138,6 +139,8 @@ mod tests {
             "/ws?access_token=REDACTED&a=1"
         );
         assert_eq!(redact("/plain"), "/plain");
+        // A liveness ticket the gateway refused (429) would still be good for a minute.
+        assert_eq!(redact("/ws?ticket=kPj3"), "/ws?ticket=REDACTED");
         let l = line(
             "127.0.0.1",
             "GET",

@@ -728,3 +728,58 @@ async fn pause_buffers_the_response_body_and_a_runaway_filter_is_stopped() {
         "<abc"
     );
 }
+
+#[tokio::test]
+async fn the_liveness_socket_through_the_shipped_route_takes_a_query_token_or_a_ticket() {
+    let s = Stack::start().await;
+    let token = s.token(CLIENT.0, CLIENT.1).await;
+    let ws = |query: String| format!("ws://{}/api/v1/kyc/liveness/ws?{query}", s.edge.proxy_addr);
+    let first_message = |url: String| async move {
+        let (mut socket, resp) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("upgrade");
+        assert_eq!(resp.status(), 101);
+        let msg = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("a message in time")
+            .expect("a frame")
+            .expect("ok");
+        serde_json::from_str::<Value>(msg.into_text().expect("text").as_str()).expect("json")
+    };
+
+    // A browser's `?access_token=`: the filter verifies it and hands it on as a header (it no
+    // longer travels in the URL), so the service authenticates the socket and sends a challenge.
+    let challenge = first_message(ws(format!("access_token={token}"))).await;
+    assert_eq!(challenge["type"], "challenge", "{challenge}");
+
+    // A ticket from the sessions route, with no token at all.
+    let r = s
+        .http
+        .post(s.url("/api/v1/kyc/liveness/sessions"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("session");
+    assert_eq!(r.status(), 201);
+    let session: Value = r.json().await.expect("json");
+    let ticket = session["ticket"].as_str().expect("ticket");
+    let challenge = first_message(ws(format!("ticket={ticket}"))).await;
+    assert_eq!(
+        challenge["liveness_session_id"],
+        session["liveness_session_id"]
+    );
+
+    // A bad token next to a ticket is verified, not waved through.
+    match tokio_tungstenite::connect_async(ws("ticket=x&access_token=not.a.jwt".into())).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    // The access log keeps neither credential.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let log = std::fs::read_to_string(&s.access_log.0).unwrap_or_default();
+    assert!(
+        !log.contains(&token) && !log.contains(ticket),
+        "credentials in the access log"
+    );
+}

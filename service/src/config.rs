@@ -818,6 +818,10 @@ impl Raw {
         if liveness.session_ttl > Duration::from_secs(3600) {
             return Err(err("kyc.liveness_session_ttl", "must be at most 1 hour"));
         }
+        // The session's TTL bounds an action anyway; a bound here keeps deadline arithmetic sane.
+        if liveness.action_timeout > Duration::from_secs(3600) {
+            return Err(err("kyc.liveness_action_timeout", "must be at most 1 hour"));
+        }
         if liveness.max_sessions == 0 {
             return Err(err("kyc.liveness_max_sessions", "must be at least 1"));
         }
@@ -1057,6 +1061,8 @@ mod tests {
         let e = load(&[("KYC__KYC__LIVENESS_MIN_FRAMES", "1")]).expect_err("under the contract");
         assert_eq!(e.key, "kyc.liveness_min_frames");
         let e = load(&[("KYC__KYC__LIVENESS_ACTION_TIMEOUT", "soon")]).expect_err("not a duration");
+        assert_eq!(e.key, "kyc.liveness_action_timeout");
+        let e = load(&[("KYC__KYC__LIVENESS_ACTION_TIMEOUT", "100000000h")]).expect_err("too long");
         assert_eq!(e.key, "kyc.liveness_action_timeout");
     }
 

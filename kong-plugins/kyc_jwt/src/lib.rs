@@ -131,7 +131,11 @@ impl HttpContext for JwtRequest {
         match verdict {
             Ok(identity) => {
                 shared.authenticated.bump();
-                self.forward(&identity, path.as_deref());
+                let has_bearer = authorization
+                    .as_deref()
+                    .and_then(filter_kit::jwt::bearer_token)
+                    .is_some();
+                self.forward(&identity, path.as_deref(), has_bearer);
                 Action::Continue
             }
             Err(e) => {
@@ -144,7 +148,7 @@ impl HttpContext for JwtRequest {
 }
 
 impl JwtRequest {
-    fn forward(&self, identity: &Identity, path: Option<&str>) {
+    fn forward(&self, identity: &Identity, path: Option<&str>, has_bearer: bool) {
         for name in IDENTITY_HEADERS {
             self.set_http_request_header(name, None);
         }
@@ -158,10 +162,17 @@ impl JwtRequest {
             Some(identity.client_id.as_bytes()),
         );
         self.set_property(SCOPES_PROPERTY.to_vec(), Some(scopes.as_bytes()));
-        // RFC 6750 §2.3: a token in the query must not travel further than the gateway.
+        // RFC 6750 §2.3: a token in the query must not travel further in the URL. The upstream
+        // still authenticates the request itself, so a query token that was the credential moves
+        // into the Authorization header (where logs and caches do not keep it).
         if self.shared.cfg.allow_query_token
             && let Some(stripped) = path.and_then(without_access_token)
         {
+            if !has_bearer
+                && let Some(token) = path.and_then(filter_kit::jwt::query_token)
+            {
+                self.set_http_request_header("authorization", Some(&format!("Bearer {token}")));
+            }
             self.set_http_request_header(":path", Some(&stripped));
         }
     }

@@ -94,7 +94,7 @@ pub async fn create_session(
     d.update(&body);
     let fingerprint = d.finalize().to_vec();
     let pol = policy(&st);
-    idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
+    let mut resp = idempotency::guard(&st, &caller.client_id, key, fingerprint, || async {
         let opened = liveness::open_session(
             st.liveness.as_ref(),
             st.tickets.as_ref(),
@@ -118,13 +118,13 @@ pub async fn create_session(
             },
             "ws_url": format!("{WS_PATH}?ticket={}", o.ticket),
         });
-        let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-        // The answer holds a credential.
-        resp.headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        (resp, None)
+        ((StatusCode::CREATED, Json(body)).into_response(), None)
     })
-    .await
+    .await?;
+    // The answer holds a credential, first time and on an idempotent replay alike.
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
 }
 
 #[derive(Debug, Default, Deserialize)]
