@@ -66,16 +66,21 @@ fn rest(action: Action) -> Pose {
 /// One 320x240 frame of `face` in `pose`, on the selfie's background.
 #[must_use]
 pub fn draw(face: &Face, pose: Pose) -> RgbImage {
-    let mut img = RgbImage::from_fn(WIDTH, HEIGHT, |_, y| {
-        let t = y as f32 / HEIGHT as f32;
+    let mut img = backdrop(WIDTH, HEIGHT);
+    face.draw(&mut img, pose);
+    img
+}
+
+/// The selfie's background: a vertical blue-grey gradient, `width` x `height`.
+pub(crate) fn backdrop(width: u32, height: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |_, y| {
+        let t = y as f32 / height as f32;
         Rgb([
             (180.0 - 30.0 * t) as u8,
             (200.0 - 30.0 * t) as u8,
             (215.0 - 55.0 * t) as u8,
         ])
-    });
-    face.draw(&mut img, pose);
-    img
+    })
 }
 
 /// `n` 320x240 frames of `person`'s face performing `action`: the rest pose, then the acted pose,

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use image::{DynamicImage, Rgb, RgbImage};
+use image::{DynamicImage, RgbImage};
 
 use crate::acting;
 use crate::card::{self, CardData};
@@ -159,14 +159,7 @@ fn jpeg(img: RgbImage) -> Vec<u8> {
 
 /// A 480x640 selfie of `face`.
 fn selfie(face: &Face, pose: Pose) -> RgbImage {
-    let mut img = RgbImage::from_fn(480, 640, |_, y| {
-        let t = y as f32 / 640.0;
-        Rgb([
-            (180.0 - 30.0 * t) as u8,
-            (200.0 - 30.0 * t) as u8,
-            (215.0 - 55.0 * t) as u8,
-        ])
-    });
+    let mut img = crate::acting::backdrop(480, 640);
     face.draw(&mut img, pose);
     img
 }

@@ -27,14 +27,7 @@ impl Stack {
 
     async fn start_with(extra: &[(&str, String)]) -> Self {
         let sandbox = Sandbox::start().await;
-        let mut overrides: Vec<(&str, String)> = vec![
-            ("KYC__THIRD_PARTY__OCR_SERVICE__URL", sandbox.url.clone()),
-            ("KYC__THIRD_PARTY__FACE_SERVICE__URL", sandbox.url.clone()),
-            (
-                "KYC__THIRD_PARTY__LIVENESS_SERVICE__URL",
-                sandbox.url.clone(),
-            ),
-        ];
+        let mut overrides = sandbox.vendor_overrides();
         overrides.extend(extra.iter().cloned());
         let app = TestApp::spawn_with(&overrides).await;
         let token = app.access_token("kyc-client", "kyc-client-secret").await;

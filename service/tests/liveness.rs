@@ -28,17 +28,6 @@ struct Stack {
     token: String,
 }
 
-fn vendor_urls(sandbox: &Sandbox) -> Vec<(&'static str, String)> {
-    vec![
-        ("KYC__THIRD_PARTY__OCR_SERVICE__URL", sandbox.url.clone()),
-        ("KYC__THIRD_PARTY__FACE_SERVICE__URL", sandbox.url.clone()),
-        (
-            "KYC__THIRD_PARTY__LIVENESS_SERVICE__URL",
-            sandbox.url.clone(),
-        ),
-    ]
-}
-
 impl Stack {
     async fn start() -> Self {
         Self::start_with(&[]).await
@@ -46,7 +35,7 @@ impl Stack {
 
     async fn start_with(extra: &[(&str, String)]) -> Self {
         let sandbox = Sandbox::start().await;
-        let mut overrides = vendor_urls(&sandbox);
+        let mut overrides = sandbox.vendor_overrides();
         overrides.extend(extra.iter().cloned());
         let app = TestApp::spawn_with(&overrides).await;
         let token = app.access_token("kyc-client", "kyc-client-secret").await;
@@ -802,7 +791,7 @@ async fn concurrent_creations_respect_the_cap() {
 #[tokio::test]
 async fn two_instances_on_one_database_and_redis_serve_one_client() {
     let s = Stack::start().await;
-    let b = TestApp::spawn_sharing(&s.app, &vendor_urls(&s.sandbox)).await;
+    let b = TestApp::spawn_sharing(&s.app, &s.sandbox.vendor_overrides()).await;
     // The session and ticket from instance A, the connection to instance B.
     let session = s.create_session().await;
     let query = format!("?ticket={}", session["ticket"].as_str().expect("ticket"));
@@ -850,7 +839,7 @@ async fn verify_refuses_another_clients_passed_session() {
     let s = Stack::start().await;
     let other_token = s.other_client().await;
     let other = Stack {
-        app: TestApp::spawn_sharing(&s.app, &vendor_urls(&s.sandbox)).await,
+        app: TestApp::spawn_sharing(&s.app, &s.sandbox.vendor_overrides()).await,
         sandbox: Sandbox::start().await,
         token: other_token,
     };

@@ -39,6 +39,11 @@ const MAP_REQUEST_TRAILERS: i32 = 1;
 const MAP_RESPONSE_HEADERS: i32 = 2;
 const MAP_RESPONSE_TRAILERS: i32 = 3;
 
+/// `Ok` when the thing asked for exists, else `NotFound`.
+fn found(exists: bool) -> i32 {
+    if exists { OK } else { NOT_FOUND }
+}
+
 pub fn as_i32<T: TryInto<i32>>(v: T) -> i32 {
     v.try_into().unwrap_or(i32::MAX)
 }
@@ -612,23 +617,13 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_increment_metric",
-        |c: C<'_>, id: i32, by: i64| -> R {
-            Ok(if c.data().metrics.increment(id as u32, by) {
-                OK
-            } else {
-                NOT_FOUND
-            })
-        },
+        |c: C<'_>, id: i32, by: i64| -> R { Ok(found(c.data().metrics.increment(id as u32, by))) },
     )?;
     linker.func_wrap(
         "env",
         "proxy_record_metric",
         |c: C<'_>, id: i32, value: i64| -> R {
-            Ok(if c.data().metrics.record(id as u32, value) {
-                OK
-            } else {
-                NOT_FOUND
-            })
+            Ok(found(c.data().metrics.record(id as u32, value)))
         },
     )?;
     linker.func_wrap(

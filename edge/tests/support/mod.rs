@@ -201,15 +201,7 @@ impl Stack {
 
     pub async fn start_with_filters(kong_conf: KongConf, filters: PathBuf) -> Self {
         let sandbox = Sandbox::start().await;
-        let app = TestApp::spawn_with(&[
-            ("KYC__THIRD_PARTY__OCR_SERVICE__URL", sandbox.url.clone()),
-            ("KYC__THIRD_PARTY__FACE_SERVICE__URL", sandbox.url.clone()),
-            (
-                "KYC__THIRD_PARTY__LIVENESS_SERVICE__URL",
-                sandbox.url.clone(),
-            ),
-        ])
-        .await;
+        let app = TestApp::spawn_with(&sandbox.vendor_overrides()).await;
         let decl = declarative(app.addr, echo_upstream().await, ws_upstream().await);
         let path = std::env::temp_dir().join(format!("kyc-edge-{}.json", uuid::Uuid::new_v4()));
         let access_log = path.with_extension("access.log");

@@ -25,6 +25,15 @@ impl Sandbox {
         }
     }
 
+    /// `KYC__…` overrides that point the service's three vendors at this sandbox.
+    pub fn vendor_overrides(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("KYC__THIRD_PARTY__OCR_SERVICE__URL", self.url.clone()),
+            ("KYC__THIRD_PARTY__FACE_SERVICE__URL", self.url.clone()),
+            ("KYC__THIRD_PARTY__LIVENESS_SERVICE__URL", self.url.clone()),
+        ]
+    }
+
     pub fn fixture(&self, file: &str) -> Vec<u8> {
         let f = &self.fixtures;
         match file {
