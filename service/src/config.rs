@@ -251,6 +251,9 @@ struct RawKyc {
     face_threshold: f64,
     require_liveness: bool,
     max_image_bytes: usize,
+    max_image_width: u32,
+    max_image_height: u32,
+    max_image_pixels: u64,
     liveness_session_ttl: String,
     liveness_ticket_ttl: String,
     liveness_action_timeout: String,
@@ -267,6 +270,9 @@ impl Default for RawKyc {
             face_threshold: 0.8,
             require_liveness: false,
             max_image_bytes: 8 * 1024 * 1024,
+            max_image_width: 10_000,
+            max_image_height: 10_000,
+            max_image_pixels: 40_000_000,
             liveness_session_ttl: "120s".into(),
             liveness_ticket_ttl: "60s".into(),
             liveness_action_timeout: "10s".into(),
@@ -283,7 +289,11 @@ impl Default for RawKyc {
 #[serde(deny_unknown_fields, default)]
 struct RawHttp {
     json_body_limit: usize,
+    json_max_depth: usize,
     upload_body_limit: usize,
+    multipart_max_parts: usize,
+    multipart_max_field_bytes: usize,
+    multipart_max_file_name_bytes: usize,
     request_timeout: String,
     shutdown_timeout: String,
 }
@@ -292,7 +302,11 @@ impl Default for RawHttp {
     fn default() -> Self {
         Self {
             json_body_limit: 64 * 1024,
+            json_max_depth: 32,
             upload_body_limit: 10 * 1024 * 1024,
+            multipart_max_parts: 16,
+            multipart_max_field_bytes: 4 * 1024,
+            multipart_max_file_name_bytes: 255,
             request_timeout: "30s".into(),
             shutdown_timeout: "20s".into(),
         }
@@ -437,6 +451,11 @@ pub struct KycSettings {
     pub require_liveness: bool,
     /// The largest single image accepted in a multipart upload.
     pub max_image_bytes: usize,
+    /// An image's largest width, height and pixel count, read from its header before any pixel
+    /// is decoded (a decompression bomb is a small file that declares a huge image).
+    pub max_image_width: u32,
+    pub max_image_height: u32,
+    pub max_image_pixels: u64,
     pub liveness: LivenessSettings,
 }
 
@@ -472,7 +491,13 @@ pub struct ThirdPartySettings {
 #[derive(Debug, Clone)]
 pub struct HttpSettings {
     pub json_body_limit: usize,
+    /// The deepest nesting of arrays and objects a JSON body may have.
+    pub json_max_depth: usize,
     pub upload_body_limit: usize,
+    /// Parts in one multipart body, the bytes of one text part, and a part's file name.
+    pub multipart_max_parts: usize,
+    pub multipart_max_field_bytes: usize,
+    pub multipart_max_file_name_bytes: usize,
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
 }
@@ -805,6 +830,15 @@ impl Raw {
         if k.max_image_bytes < 1024 {
             return Err(err("kyc.max_image_bytes", "must be at least 1024 bytes"));
         }
+        if k.max_image_width == 0 {
+            return Err(err("kyc.max_image_width", "must be at least 1"));
+        }
+        if k.max_image_height == 0 {
+            return Err(err("kyc.max_image_height", "must be at least 1"));
+        }
+        if k.max_image_pixels == 0 {
+            return Err(err("kyc.max_image_pixels", "must be at least 1"));
+        }
         let liveness = LivenessSettings {
             session_ttl: duration("kyc.liveness_session_ttl", &k.liveness_session_ttl)?,
             ticket_ttl: duration("kyc.liveness_ticket_ttl", &k.liveness_ticket_ttl)?,
@@ -852,6 +886,9 @@ impl Raw {
             face_threshold: k.face_threshold,
             require_liveness: k.require_liveness,
             max_image_bytes: k.max_image_bytes,
+            max_image_width: k.max_image_width,
+            max_image_height: k.max_image_height,
+            max_image_pixels: k.max_image_pixels,
             liveness,
         };
 
@@ -861,6 +898,25 @@ impl Raw {
         }
         if h.upload_body_limit < 1024 {
             return Err(err("http.upload_body_limit", "must be at least 1024 bytes"));
+        }
+        // serde_json stops at 128 levels on its own; a lower bound gives a clear code first.
+        if !(1..=128).contains(&h.json_max_depth) {
+            return Err(err("http.json_max_depth", "expected 1 to 128"));
+        }
+        if !(1..=64).contains(&h.multipart_max_parts) {
+            return Err(err("http.multipart_max_parts", "expected 1 to 64"));
+        }
+        if !(64..=1024 * 1024).contains(&h.multipart_max_field_bytes) {
+            return Err(err(
+                "http.multipart_max_field_bytes",
+                "expected 64 to 1048576 bytes",
+            ));
+        }
+        if !(1..=1024).contains(&h.multipart_max_file_name_bytes) {
+            return Err(err(
+                "http.multipart_max_file_name_bytes",
+                "expected 1 to 1024 bytes",
+            ));
         }
         let request_timeout = duration("http.request_timeout", &h.request_timeout)?;
         if request_timeout > Duration::from_secs(600) {
@@ -905,7 +961,11 @@ impl Raw {
             third_party,
             http: HttpSettings {
                 json_body_limit: h.json_body_limit,
+                json_max_depth: h.json_max_depth,
                 upload_body_limit: h.upload_body_limit,
+                multipart_max_parts: h.multipart_max_parts,
+                multipart_max_field_bytes: h.multipart_max_field_bytes,
+                multipart_max_file_name_bytes: h.multipart_max_file_name_bytes,
                 request_timeout,
                 shutdown_timeout: duration("http.shutdown_timeout", &h.shutdown_timeout)?,
             },

@@ -51,6 +51,14 @@ pub enum AppError {
     },
     #[error("bad request: {code}")]
     BadRequest { code: &'static str, message: String },
+    /// Input refused by one of the input limits (400 or 413): too many parts, too long a field
+    /// or file name, too deep a JSON body. The message names the limit, never the value.
+    #[error("input refused: {code}")]
+    InputLimit {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     /// An input field is missing or invalid (400 or 422), or of the wrong media type (415).
     #[error("invalid field {field}: {code}")]
     Field {
@@ -101,9 +109,9 @@ impl AppError {
             Self::InsufficientScope(_) => (StatusCode::FORBIDDEN, "INSUFFICIENT_SCOPE"),
             Self::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
             Self::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, code),
-            Self::Field { status, code, .. } | Self::Idempotency { status, code, .. } => {
-                (*status, code)
-            }
+            Self::Field { status, code, .. }
+            | Self::Idempotency { status, code, .. }
+            | Self::InputLimit { status, code, .. } => (*status, code),
             Self::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::UnsupportedMediaType { .. } => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
@@ -146,7 +154,9 @@ impl AppError {
             Self::RateLimited {
                 retry_after_secs, ..
             } => format!("too many requests; retry after {retry_after_secs} s"),
-            Self::BadRequest { message, .. } | Self::Field { message, .. } => message.clone(),
+            Self::BadRequest { message, .. }
+            | Self::Field { message, .. }
+            | Self::InputLimit { message, .. } => message.clone(),
             Self::Idempotency { message, .. } => (*message).to_owned(),
             Self::PayloadTooLarge { limit } => {
                 format!("the request body exceeds the {limit}-byte limit")

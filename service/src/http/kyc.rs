@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::idempotency;
-use super::upload::{Upload, invalid, missing};
+use super::upload::{Upload, UploadLimits, invalid, missing};
 use crate::kyc::model::Status;
 use crate::kyc::pii::{ChineseName, Phone};
 use crate::kyc::ports::VendorError;
@@ -147,11 +147,8 @@ impl Intake {
     ) -> Result<Self, AppError> {
         require(caller, Scope::KycWrite)?;
         let key = idempotency::key(headers)?;
-        let limits = (
-            st.settings.kyc.max_image_bytes,
-            st.settings.http.upload_body_limit,
-        );
-        let up = Upload::read(multipart(mp)?, files, limits.0, limits.1).await?;
+        let limits = UploadLimits::from_settings(&st.settings);
+        let up = Upload::read(multipart(mp)?, files, &limits).await?;
         let fingerprint = up.fingerprint("POST", path);
         Ok(Self {
             up,

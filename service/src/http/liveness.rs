@@ -82,6 +82,7 @@ pub async fn create_session(
         limit: st.settings.http.json_body_limit,
     })?;
     if !body.iter().all(u8::is_ascii_whitespace) {
+        super::json::check_depth(&body, st.settings.http.json_max_depth)?;
         let v: Value = serde_json::from_slice(&body).map_err(|_| body_invalid())?;
         if !v.is_object() {
             return Err(body_invalid());

@@ -3,12 +3,13 @@
 
 mod demo;
 mod idempotency;
+mod json;
 mod kyc;
 mod liveness;
 mod middleware;
 mod ops;
 mod token;
-mod upload;
+pub mod upload;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;

@@ -48,7 +48,11 @@ fn basic_credentials(headers: &HeaderMap) -> Result<Option<BasicCredentials>, Ap
     }))
 }
 
-fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, AppError> {
+fn parse_body(
+    headers: &HeaderMap,
+    body: &[u8],
+    max_depth: usize,
+) -> Result<TokenRequest, AppError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -60,8 +64,11 @@ fn parse_body(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, AppError
         .trim()
         .to_ascii_lowercase();
     match mime.as_str() {
-        "application/json" => serde_json::from_slice(body)
-            .map_err(|_| invalid_request("the body is not a valid JSON token request")),
+        "application/json" => {
+            super::json::check_depth(body, max_depth)?;
+            serde_json::from_slice(body)
+                .map_err(|_| invalid_request("the body is not a valid JSON token request"))
+        }
         "application/x-www-form-urlencoded" => serde_urlencoded::from_bytes(body)
             .map_err(|_| invalid_request("the body is not a valid form token request")),
         _ => Err(AppError::UnsupportedMediaType {
@@ -84,7 +91,7 @@ pub async fn issue(
             invalid_request("the request body could not be read")
         }
     })?;
-    let request = parse_body(&headers, &body)?;
+    let request = parse_body(&headers, &body, st.settings.http.json_max_depth)?;
     let basic = basic_credentials(&headers)?;
     let result = oauth::token(&st.db, &st.tokens, request, basic).await;
     let (response, grant) = match result {
