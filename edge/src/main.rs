@@ -33,7 +33,8 @@ struct Args {
     /// Admin API listener (Kong's admin_listen).
     #[arg(long)]
     admin_listen: Option<SocketAddr>,
-    /// Worker VMs, like nginx workers (default: one per core).
+    /// Workers, like nginx workers: one filter VM set and one runtime thread each (default: one
+    /// per core).
     #[arg(long)]
     workers: Option<usize>,
     /// Connect to an upstream host at another address: `--resolve kyc-service=127.0.0.1`.
@@ -60,15 +61,28 @@ fn listen(
         .with_context(|| format!("listen address {text:?} is not host:port"))
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // One runtime thread per worker, as nginx runs one process per worker: `--workers 1` is a
+    // one-core gateway, comparable with nginx's `worker_processes 1`.
+    let threads = args
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?
+        .block_on(serve(args))
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KYC_EDGE_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args = Args::parse();
     let kong_conf = if args.conf.exists() {
         KongConf::load(&args.conf)?
     } else {
