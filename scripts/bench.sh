@@ -3,7 +3,8 @@
 # release mode, runs the criterion filter benchmark, then `kyc-bench run`, which starts the stack
 # and its references (nginx, pgbench), prints one row per figure and writes bench/results/.
 #   scripts/bench.sh            every figure at full length (about 15 minutes on 2 cores)
-#   scripts/bench.sh --quick    a few seconds per figure (CI runs this; it asserts no timing)
+#   scripts/bench.sh --quick    a few seconds per figure on the debug build (CI runs this; it
+#                               asserts no timing and writes target/bench/, not bench/results/)
 #   scripts/bench.sh --only 1,2 some figures
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,17 +54,22 @@ if ! PGPASSWORD=kyc_password psql -h 127.0.0.1 -U kyc_user -d kyc_pgbench -tAc '
   PGPASSWORD=kyc_password pgbench -h 127.0.0.1 -U kyc_user -i -s 10 -q kyc_pgbench >/dev/null
 fi
 
-echo "[bench] building (release)"
 bash scripts/build-filters.sh
-cargo build --release -p kyc-service -p kyc-sandbox -p kyc-edge -p kyc-bench
-
-echo "[bench] figure 3: criterion, each filter through the edge's host"
 if [ -n "$quick" ]; then
-  cargo bench -p kyc-edge --bench filters -- --quick
+  # Quick mode says nothing about speed, so it reuses the debug build the tests made.
+  echo "[bench] building (debug: --quick measures nothing)"
+  cargo build -p kyc-service -p kyc-sandbox -p kyc-edge -p kyc-bench
+  echo "[bench] figure 3: criterion, each filter through the edge's host (--quick)"
+  cargo bench --profile dev -p kyc-edge --bench filters -- --quick
+  bin_dir=target/debug
 else
+  echo "[bench] building (release)"
+  cargo build --release -p kyc-service -p kyc-sandbox -p kyc-edge -p kyc-bench
+  echo "[bench] figure 3: criterion, each filter through the edge's host"
   cargo bench -p kyc-edge --bench filters
+  bin_dir=target/release
 fi
 
 # Figure 6 holds 10,000 sockets in the client, 20,000 in the edge and 10,000 in the service.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-target/release/kyc-bench run "$@"
+"$bin_dir/kyc-bench" run --bin-dir "$bin_dir" "$@"

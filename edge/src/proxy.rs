@@ -15,7 +15,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
@@ -176,6 +176,11 @@ impl Edge {
     }
 }
 
+/// Responses up to this size, with a `Content-Length`, are read whole and passed to the body
+/// callbacks in one call with end of stream, as nginx does when the whole body is in one buffer;
+/// the client then gets it in one write. Longer or unsized bodies stream chunk by chunk.
+const WHOLE_BODY_LIMIT: u64 = 64 * 1024;
+
 async fn handle(
     edge: &Arc<Edge>,
     worker: usize,
@@ -226,27 +231,34 @@ async fn handle(
         .unwrap_or_else(|| m.route.id.to_string());
     let websocket = is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
-
-    // The request as the filters see it: pseudo-headers first, then what the client sent.
-    let mut headers: Vec<Header> = Vec::with_capacity(req.headers().len() + 5);
-    headers.push((":method".into(), req.method().as_str().as_bytes().to_vec()));
-    headers.push((":path".into(), path_and_query.clone().into_bytes()));
-    headers.push((":authority".into(), host.clone().into_bytes()));
-    headers.push((":scheme".into(), b"http".to_vec()));
-    for (name, value) in req.headers() {
-        headers.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
-    }
-    // As Kong with the correlation-id plugin (declarative/kong.yaml configures it): a client's
-    // X-Request-Id is kept, and one is added when there is none, for the filters and the service.
-    if req.headers().get("x-request-id").is_none() {
-        headers.push(("x-request-id".into(), request_id.clone().into_bytes()));
-    }
+    let filtered = !m.steps.is_empty();
     let has_body = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim() != "0")
         || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let (parts, incoming) = req.into_parts();
+
+    // The request as the filters see it: pseudo-headers first, then what the client sent. A
+    // route without filters skips this copy and forwards the parsed headers as they are.
+    let mut headers: Vec<Header> = Vec::new();
+    if filtered {
+        headers.reserve(parts.headers.len() + 5);
+        headers.push((":method".into(), parts.method.as_str().as_bytes().to_vec()));
+        headers.push((":path".into(), path_and_query.clone().into_bytes()));
+        headers.push((":authority".into(), host.clone().into_bytes()));
+        headers.push((":scheme".into(), b"http".to_vec()));
+        for (name, value) in &parts.headers {
+            headers.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
+        }
+        // As Kong with the correlation-id plugin (declarative/kong.yaml configures it): a
+        // client's X-Request-Id is kept, and one is added when there is none, for the filters
+        // and the service.
+        if !parts.headers.contains_key("x-request-id") {
+            headers.push(("x-request-id".into(), request_id.clone().into_bytes()));
+        }
+    }
     let ex = Exchange {
         request_headers: headers,
         info: RequestInfo {
@@ -260,7 +272,6 @@ async fn handle(
         },
         ..Exchange::default()
     };
-    let filtered = !m.steps.is_empty();
     let mut flow = edge.workers.flow(worker, &plan, Arc::clone(&m.steps), ex);
 
     macro_rules! fail {
@@ -291,13 +302,10 @@ async fn handle(
     }
 
     // nginx buffers the whole request body before the body phase and the upstream.
-    let mut body = Vec::new();
+    let mut body = Bytes::new();
     if has_body {
-        match Limited::new(req.into_body(), edge.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(collected) => body = collected.to_bytes().to_vec(),
+        match Limited::new(incoming, edge.max_body_bytes).collect().await {
+            Ok(collected) => body = collected.to_bytes(),
             Err(e) => {
                 let (status, message) = if e.is::<http_body_util::LengthLimitError>() {
                     (StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded")
@@ -309,17 +317,39 @@ async fn handle(
             }
         }
         if filtered {
-            match flow.request_body(body) {
+            match flow.request_body(body.to_vec()) {
                 Err(f) => fail!(f),
                 Ok(Outcome::Respond) => local_reply!(true),
-                Ok(Outcome::Continue) => body = flow.take_body(),
+                Ok(Outcome::Continue) => body = Bytes::from(flow.take_body()),
             }
         }
     }
 
-    let upstream_req = match build_upstream(
-        edge, &m, &mut flow, client, local, &host, &path, body, websocket,
-    ) {
+    let forwarded = Forwarded {
+        client,
+        local,
+        original_host: &host,
+        original_path: &path,
+        websocket,
+    };
+    let built = if filtered {
+        upstream_from_filters(edge, &m, &mut flow, &forwarded, body)
+    } else {
+        let target = UpstreamTarget {
+            method: parts.method.as_str(),
+            path_and_query: &path_and_query,
+            authority: &host,
+        };
+        let mut headers = parts.headers;
+        if !headers.contains_key("x-request-id")
+            && let Ok(v) = HeaderValue::from_str(&request_id)
+        {
+            headers.insert("x-request-id", v);
+        }
+        let pairs = headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes()));
+        build_upstream(edge, &m, &target, pairs, &forwarded, body)
+    };
+    let upstream_req = match built {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("building the upstream request failed: {e}");
@@ -344,11 +374,7 @@ async fn handle(
         Ok(Err(e)) => {
             tracing::warn!(service = %m.service.name, "upstream failed: {e}");
             edge.record(&labels, 502, false, started, None);
-            return kong_error(
-                StatusCode::BAD_GATEWAY,
-                "An invalid response was received from the upstream server",
-                &request_id,
-            );
+            return bad_gateway(&request_id);
         }
         Err(_) => {
             edge.record(&labels, 504, false, started, None);
@@ -362,25 +388,29 @@ async fn handle(
     let upstream_time = upstream_started.elapsed();
     let upstream_upgrade = (upstream_resp.status() == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| hyper::upgrade::on(&mut upstream_resp));
-    let (parts, upstream_body) = upstream_resp.into_parts();
+    let (mut parts, upstream_body) = upstream_resp.into_parts();
+    let mut upstream_body = Some(upstream_body);
     let upgrade = upstream_upgrade.is_some();
-    let mut resp_headers: Vec<Header> = Vec::with_capacity(parts.headers.len());
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) && !(upgrade && (n == "upgrade" || n == "connection")) {
-            continue;
-        }
-        resp_headers.push((n.to_owned(), value.as_bytes().to_vec()));
-    }
+    let keep =
+        |n: &str| !HOP_BY_HOP.contains(&n) || (upgrade && (n == "upgrade" || n == "connection"));
     let mut status = parts.status.as_u16();
+    let mut builder = Response::builder();
+    // A small sized body, read whole for the filters (see WHOLE_BODY_LIMIT).
+    let mut whole: Option<Vec<u8>> = None;
     if filtered {
+        let mut resp_headers: Vec<Header> = Vec::with_capacity(parts.headers.len());
+        for (name, value) in &parts.headers {
+            if keep(name.as_str()) {
+                resp_headers.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
+            }
+        }
         match flow.response_headers(status, resp_headers) {
             Err(f) => fail!(f),
             // A local response made here replaces the upstream's status and body.
             Ok(Outcome::Respond) => local_reply!(false),
             Ok(Outcome::Continue) => {}
         }
-        resp_headers = flow.response_header_map();
+        let resp_headers = flow.response_header_map();
         if let Some(s) = resp_headers
             .iter()
             .find(|(k, _)| k == ":status")
@@ -388,31 +418,57 @@ async fn handle(
         {
             status = s;
         }
-    }
-
-    let mut builder = Response::builder().status(status);
-    for (name, value) in &resp_headers {
-        if name.starts_with(':') {
-            continue;
+        let sized = upstream_body
+            .as_ref()
+            .and_then(|b| b.size_hint().exact())
+            .filter(|n| (1..=WHOLE_BODY_LIMIT).contains(n) && labels.method != http::Method::HEAD);
+        for (name, value) in &resp_headers {
+            // The body callbacks may change the body: a whole body gets its new length below.
+            if name.starts_with(':') || (sized.is_some() && name == "content-length") {
+                continue;
+            }
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_bytes(value),
+            ) {
+                builder = builder.header(n, v);
+            }
         }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_bytes(value),
-        ) {
-            builder = builder.header(n, v);
+        if upgrade {
+            // The tunnel below: no body.
+        } else if sized.is_some()
+            && let Some(b) = upstream_body.take()
+        {
+            let read = tokio::time::timeout(read_timeout, b.collect()).await;
+            let Ok(Ok(collected)) = read else {
+                tracing::warn!(service = %m.service.name, "reading the upstream body failed");
+                edge.record(&labels, 502, false, started, None);
+                return bad_gateway(&request_id);
+            };
+            match flow.response_body(collected.to_bytes().to_vec(), true) {
+                Ok(out) => whole = Some(out),
+                Err(f) => fail!(f),
+            }
+            flow.finish();
+        } else if let Some(b) = upstream_body.take() {
+            let body = pump(flow, b, read_timeout);
+            return finish_response(
+                edge,
+                &labels,
+                builder,
+                status,
+                body,
+                started,
+                upstream_time,
+                &request_id,
+            );
+        }
+    } else {
+        parts.headers.retain_hop_by_hop(upgrade);
+        if let Some(h) = builder.headers_mut() {
+            *h = parts.headers;
         }
     }
-    let proxy_ms = started.elapsed().saturating_sub(upstream_time).as_millis();
-    builder = builder
-        .header(header::VIA, "1.1 kyc-edge")
-        .header(
-            "x-kong-upstream-latency",
-            upstream_time.as_millis().to_string(),
-        )
-        .header("x-kong-proxy-latency", proxy_ms.to_string())
-        .header("x-kong-request-id", request_id.as_str());
-
-    edge.record(&labels, status, true, started, Some(upstream_time));
 
     if let (Some(client_up), Some(upstream_up)) = (client_upgrade, upstream_upgrade) {
         // After the upgrade, frames are tunnelled raw: no body callbacks (as in nginx), and the
@@ -424,19 +480,86 @@ async fn handle(
             }
             drop(flow);
         });
-        return builder
-            .body(full(Vec::new()))
-            .unwrap_or_else(|_| failure_reply(Failure::Stalled, &request_id));
+        return finish_response(
+            edge,
+            &labels,
+            builder,
+            status,
+            full(Vec::new()),
+            started,
+            upstream_time,
+            &request_id,
+        );
     }
-    let body = if filtered {
-        pump(flow, upstream_body, read_timeout)
-    } else {
-        drop(flow);
-        upstream_body.map_err(io::Error::other).boxed()
+    let body = match whole {
+        Some(bytes) => full(bytes),
+        None => {
+            drop(flow);
+            upstream_body.map_or_else(|| full(Vec::new()), |b| b.map_err(io::Error::other).boxed())
+        }
     };
+    finish_response(
+        edge,
+        &labels,
+        builder,
+        status,
+        body,
+        started,
+        upstream_time,
+        &request_id,
+    )
+}
+
+fn bad_gateway(request_id: &str) -> Response<Body> {
+    kong_error(
+        StatusCode::BAD_GATEWAY,
+        "An invalid response was received from the upstream server",
+        request_id,
+    )
+}
+
+/// Kong's latency and request-id headers on a proxied response, and its metrics.
+#[allow(clippy::too_many_arguments)]
+fn finish_response(
+    edge: &Edge,
+    labels: &Labels<'_>,
+    builder: http::response::Builder,
+    status: u16,
+    body: Body,
+    started: Instant,
+    upstream_time: Duration,
+    request_id: &str,
+) -> Response<Body> {
+    let proxy_ms = started.elapsed().saturating_sub(upstream_time).as_millis();
+    let builder = builder
+        .status(status)
+        .header(header::VIA, "1.1 kyc-edge")
+        .header(
+            "x-kong-upstream-latency",
+            upstream_time.as_millis().to_string(),
+        )
+        .header("x-kong-proxy-latency", proxy_ms.to_string())
+        .header("x-kong-request-id", request_id);
+    edge.record(labels, status, true, started, Some(upstream_time));
     builder
         .body(body)
-        .unwrap_or_else(|_| failure_reply(Failure::Stalled, &request_id))
+        .unwrap_or_else(|_| failure_reply(Failure::Stalled, request_id))
+}
+
+/// Removes the hop-by-hop headers of a response, except the upgrade pair of a 101.
+trait RetainHopByHop {
+    fn retain_hop_by_hop(&mut self, upgrade: bool);
+}
+
+impl RetainHopByHop for http::HeaderMap {
+    fn retain_hop_by_hop(&mut self, upgrade: bool) {
+        for name in HOP_BY_HOP {
+            if upgrade && (*name == "upgrade" || *name == "connection") {
+                continue;
+            }
+            self.remove(*name);
+        }
+    }
 }
 
 /// The response a filter made. Made before the response (`before_response`), it still passes the
@@ -483,17 +606,29 @@ fn reply_local(flow: &mut Flow, request_id: &str, before_response: bool) -> Resp
         .unwrap_or_else(|_| failure_reply(Failure::Stalled, request_id))
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_upstream(
+/// Where a request goes upstream, as the filters left it (or as the client sent it).
+struct UpstreamTarget<'a> {
+    method: &'a str,
+    path_and_query: &'a str,
+    authority: &'a str,
+}
+
+/// What the forwarding headers say about the client's request.
+struct Forwarded<'a> {
+    client: SocketAddr,
+    local: Option<SocketAddr>,
+    original_host: &'a str,
+    original_path: &'a str,
+    websocket: bool,
+}
+
+/// The upstream request from the exchange the filters worked on (pseudo-headers included).
+fn upstream_from_filters(
     edge: &Edge,
     m: &Match<'_>,
     flow: &mut Flow,
-    client: SocketAddr,
-    local: Option<SocketAddr>,
-    original_host: &str,
-    original_path: &str,
-    body: Vec<u8>,
-    websocket: bool,
+    fwd: &Forwarded<'_>,
+    body: Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
     let ex = flow.exchange_mut();
     let pseudo = |name: &str| {
@@ -503,22 +638,41 @@ fn build_upstream(
     };
     let method = pseudo(":method").unwrap_or_else(|| "GET".into());
     let path_and_query = pseudo(":path").unwrap_or_else(|| "/".into());
-    let authority = pseudo(":authority").unwrap_or_else(|| original_host.to_owned());
+    let authority = pseudo(":authority").unwrap_or_else(|| fwd.original_host.to_owned());
+    let target = UpstreamTarget {
+        method: &method,
+        path_and_query: &path_and_query,
+        authority: &authority,
+    };
+    let pairs = ex
+        .request_headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_slice()));
+    build_upstream(edge, m, &target, pairs, fwd, body)
+}
+
+fn build_upstream<'h>(
+    edge: &Edge,
+    m: &Match<'_>,
+    target: &UpstreamTarget<'_>,
+    headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+    fwd: &Forwarded<'_>,
+    body: Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
     let service = m.service;
-    let target = edge.resolve(&service.host);
     let uri = format!(
-        "http://{target}:{}{}",
+        "http://{}:{}{}",
+        edge.resolve(&service.host),
         service.port,
-        m.upstream_path(&path_and_query)
+        m.upstream_path(target.path_and_query)
     );
-    let mut builder = Request::builder().method(method.as_str()).uri(uri);
+    let mut builder = Request::builder().method(target.method).uri(uri);
     let mut forwarded_for = None;
-    for (name, value) in &ex.request_headers {
-        let n = name.as_str();
+    for (n, value) in headers {
         if n.starts_with(':') || n == "host" || n == "content-length" {
             continue;
         }
-        if HOP_BY_HOP.contains(&n) && !(websocket && (n == "upgrade" || n == "connection")) {
+        if HOP_BY_HOP.contains(&n) && !(fwd.websocket && (n == "upgrade" || n == "connection")) {
             continue;
         }
         if n == "x-forwarded-for" {
@@ -533,37 +687,35 @@ fn build_upstream(
         builder = builder.header(n, v);
     }
     let host_header = if m.route.preserve_host {
-        authority
+        target.authority.to_owned()
     } else if service.port == 80 {
         service.host.clone()
     } else {
         format!("{}:{}", service.host, service.port)
     };
-    let ip = client.ip().to_string();
+    let ip = fwd.client.ip().to_string();
     let xff = match forwarded_for {
         Some(prior) => format!("{prior}, {ip}"),
         None => ip.clone(),
     };
-    let port = local.map_or(0, |a| a.port());
+    let port = fwd.local.map_or(0, |a| a.port());
     builder = builder
         .header(header::HOST, host_header)
         .header("x-forwarded-for", xff)
         .header("x-forwarded-proto", "http")
         .header(
             "x-forwarded-host",
-            original_host.split(':').next().unwrap_or(""),
+            fwd.original_host.split(':').next().unwrap_or(""),
         )
         .header("x-forwarded-port", port.to_string())
-        .header("x-forwarded-path", original_path)
+        .header("x-forwarded-path", fwd.original_path)
         .header("x-real-ip", ip);
-    if websocket {
+    if fwd.websocket {
         builder = builder
             .header(header::CONNECTION, "upgrade")
             .header(header::UPGRADE, "websocket");
     }
-    builder
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())
+    builder.body(Full::new(body)).map_err(|e| e.to_string())
 }
 
 /// A WebSocket handshake on a connection of its own (it is never returned to the pool).
