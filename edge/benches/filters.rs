@@ -7,6 +7,7 @@
 //! ```text
 //! bash scripts/build-filters.sh                                  # target/filters/*.wasm
 //! cargo bench -p kyc-edge --bench filters [-- --quick]           # [-- <case id> to run one]
+//! KYC_BENCH_FILTERS=<dir> cargo bench …                          # another build of the filters
 //! ```
 //!
 //! Each filter runs alone with its config from the first chain of `declarative/kong.yaml` that has
@@ -240,9 +241,11 @@ fn criterion_dir() -> PathBuf {
     std::env::var_os("CRITERION_HOME").map_or_else(|| target_dir().join("criterion"), PathBuf::from)
 }
 
-/// The built filters plus `noop.wat`, in one directory for `Host::load`.
+/// The built filters (`target/filters`, or `KYC_BENCH_FILTERS` to compare another build) plus
+/// `noop.wat`, in one directory for `Host::load`.
 fn filters_dir() -> PathBuf {
-    let built = repo_root().join("target/filters");
+    let built = std::env::var_os("KYC_BENCH_FILTERS")
+        .map_or_else(|| repo_root().join("target/filters"), PathBuf::from);
     assert!(
         built.join("kyc_jwt.wasm").exists(),
         "{} has no built filters: run `bash scripts/build-filters.sh` first",
