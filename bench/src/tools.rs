@@ -260,9 +260,8 @@ pub fn pgbench_select(
             r.errors = rest.split_whitespace().next().unwrap_or("0").parse()?;
         }
     }
-    if r.rps == 0.0 {
-        bail!("pgbench printed no tps:\n{out}");
-    }
+    // pgbench prints a tps of 0 (or none) when its clients spent the whole run connecting: a
+    // result, not a failure of the script.
     Ok(r)
 }
 
