@@ -391,8 +391,6 @@ async fn handle(
     let (mut parts, upstream_body) = upstream_resp.into_parts();
     let mut upstream_body = Some(upstream_body);
     let upgrade = upstream_upgrade.is_some();
-    let keep =
-        |n: &str| !HOP_BY_HOP.contains(&n) || (upgrade && (n == "upgrade" || n == "connection"));
     let mut status = parts.status.as_u16();
     let mut builder = Response::builder();
     // A small sized body, read whole for the filters (see WHOLE_BODY_LIMIT).
@@ -400,7 +398,7 @@ async fn handle(
     if filtered {
         let mut resp_headers: Vec<Header> = Vec::with_capacity(parts.headers.len());
         for (name, value) in &parts.headers {
-            if keep(name.as_str()) {
+            if forwarded_response_header(name.as_str(), upgrade) {
                 resp_headers.push((name.as_str().to_owned(), value.as_bytes().to_vec()));
             }
         }
@@ -464,7 +462,11 @@ async fn handle(
             );
         }
     } else {
-        parts.headers.retain_hop_by_hop(upgrade);
+        for name in HOP_BY_HOP {
+            if !forwarded_response_header(name, upgrade) {
+                parts.headers.remove(*name);
+            }
+        }
         if let Some(h) = builder.headers_mut() {
             *h = parts.headers;
         }
@@ -546,20 +548,10 @@ fn finish_response(
         .unwrap_or_else(|_| failure_reply(Failure::Stalled, request_id))
 }
 
-/// Removes the hop-by-hop headers of a response, except the upgrade pair of a 101.
-trait RetainHopByHop {
-    fn retain_hop_by_hop(&mut self, upgrade: bool);
-}
-
-impl RetainHopByHop for http::HeaderMap {
-    fn retain_hop_by_hop(&mut self, upgrade: bool) {
-        for name in HOP_BY_HOP {
-            if upgrade && (*name == "upgrade" || *name == "connection") {
-                continue;
-            }
-            self.remove(*name);
-        }
-    }
+/// Whether a response header goes on to the client: not a hop-by-hop one, except the upgrade
+/// pair of a 101.
+fn forwarded_response_header(name: &str, upgrade: bool) -> bool {
+    !HOP_BY_HOP.contains(&name) || (upgrade && (name == "upgrade" || name == "connection"))
 }
 
 /// The response a filter made. Made before the response (`before_response`), it still passes the
