@@ -38,6 +38,11 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(5);
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 /// Bytes the server buffers for a client that is not reading; its messages are small and few.
 const MAX_WRITE_BUFFER: usize = 64 * 1024;
+/// tungstenite's read buffer, allocated and zero-filled on the first read of every connection
+/// (128 KiB by default, which was the bulk of an idle socket's memory). A frame larger than
+/// this still arrives whole: the buffer grows to the frame's declared length, bounded by
+/// `max_frame_size`, and the bytes come in reads of this size.
+const READ_BUFFER: usize = 8 * 1024;
 
 fn policy(st: &AppState) -> SessionPolicy {
     let l = &st.settings.kyc.liveness;
@@ -201,6 +206,7 @@ pub async fn connect(
     let mut resp = ws
         .max_message_size(max)
         .max_frame_size(max)
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
         .on_failed_upgrade(move |e| {
