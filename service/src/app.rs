@@ -80,6 +80,7 @@ impl AppState {
             db.clone(),
             keys.clone(),
             metrics.clone(),
+            settings.kyc.status_cache_entries,
         ));
         let vendors = VendorSet::new(&settings.third_party, &db, &metrics)
             .map_err(|e| StartError::Setup(e.to_string()))?;

@@ -262,6 +262,7 @@ struct RawKyc {
     liveness_max_fps: u32,
     liveness_min_frames: usize,
     liveness_max_frames: usize,
+    status_cache_entries: usize,
 }
 
 impl Default for RawKyc {
@@ -281,6 +282,7 @@ impl Default for RawKyc {
             liveness_max_fps: 15,
             liveness_min_frames: 3,
             liveness_max_frames: 30,
+            status_cache_entries: crate::store::terminal_cache::DEFAULT_CAPACITY,
         }
     }
 }
@@ -456,6 +458,9 @@ pub struct KycSettings {
     pub max_image_width: u32,
     pub max_image_height: u32,
     pub max_image_pixels: u64,
+    /// Terminal request statuses the status query keeps in memory per generation (two are
+    /// held); 0 turns the cache off.
+    pub status_cache_entries: usize,
     pub liveness: LivenessSettings,
 }
 
@@ -839,6 +844,9 @@ impl Raw {
         if k.max_image_pixels == 0 {
             return Err(err("kyc.max_image_pixels", "must be at least 1"));
         }
+        if k.status_cache_entries > 1_000_000 {
+            return Err(err("kyc.status_cache_entries", "expected 0 to 1000000"));
+        }
         let liveness = LivenessSettings {
             session_ttl: duration("kyc.liveness_session_ttl", &k.liveness_session_ttl)?,
             ticket_ttl: duration("kyc.liveness_ticket_ttl", &k.liveness_ticket_ttl)?,
@@ -889,6 +897,7 @@ impl Raw {
             max_image_width: k.max_image_width,
             max_image_height: k.max_image_height,
             max_image_pixels: k.max_image_pixels,
+            status_cache_entries: k.status_cache_entries,
             liveness,
         };
 

@@ -136,6 +136,69 @@ async fn another_clients_unknown_and_malformed_ids_are_the_same_404() {
 }
 
 #[tokio::test]
+async fn a_status_still_in_processing_is_never_served_stale() {
+    let app = TestApp::spawn().await;
+    let id = app
+        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
+        .await;
+    let token = app.access_token("kyc-client", "kyc-client-secret").await;
+    let status = || async {
+        let body: Value = app
+            .get(&format!("/api/v1/kyc/status/{id}"), Some(&token))
+            .await
+            .json()
+            .await
+            .expect("json");
+        body["status"].clone()
+    };
+    assert_eq!(status().await, "processing");
+    assert_eq!(status().await, "processing");
+    assert!(
+        app.state
+            .requests
+            .finish(id, Status::Success, &[], &serde_json::json!({}))
+            .await
+            .expect("finish")
+    );
+    assert_eq!(status().await, "success", "the verdict shows at once");
+    assert_eq!(status().await, "success", "and again, from the cache");
+}
+
+#[tokio::test]
+async fn a_cached_terminal_status_is_still_refused_to_another_client() {
+    let app = TestApp::spawn().await;
+    let other_secret = app.create_client("other-client", &["kyc:read"]).await;
+    let id = app
+        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
+        .await;
+    assert!(
+        app.state
+            .requests
+            .finish(
+                id,
+                Status::Failed,
+                &[ReasonCode::FaceMismatch],
+                &serde_json::json!({})
+            )
+            .await
+            .expect("finish")
+    );
+    let mine = app.access_token("kyc-client", "kyc-client-secret").await;
+    let theirs = app.access_token("other-client", &other_secret).await;
+    let path = format!("/api/v1/kyc/status/{id}");
+    for _ in 0..2 {
+        let r = app.get(&path, Some(&mine)).await;
+        assert_eq!(r.status(), 200);
+        let body = r.text().await.expect("body");
+        assert!(!body.contains("张三") && !body.contains("13800138000") && !body.contains("002X"));
+        let r = app.get(&path, Some(&theirs)).await;
+        assert_eq!(r.status(), 404);
+        let body: Value = r.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "NOT_FOUND");
+    }
+}
+
+#[tokio::test]
 async fn reading_a_status_needs_the_read_scope() {
     let app = TestApp::spawn().await;
     let secret = app.create_client("writer-only", &["kyc:write"]).await;

@@ -8,6 +8,7 @@ pub mod liveness;
 pub mod redis;
 pub mod refresh;
 pub mod requests;
+pub mod terminal_cache;
 pub mod vendor_calls;
 
 use std::time::{Duration, Instant};

@@ -9,6 +9,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::store_error;
+use super::terminal_cache::{Lookup, TerminalCache};
 use crate::crypto::KeyRing;
 use crate::kyc::model::{KycRequestView, NewKycRequest, ReasonCode, RequestType, Status};
 use crate::kyc::ports::{RequestStore, StoreError};
@@ -28,12 +29,25 @@ pub struct PgRequestStore {
     db: PgPool,
     keys: Arc<KeyRing>,
     metrics: Arc<Metrics>,
+    /// Terminal rows never change: the status query reads them once.
+    terminal: TerminalCache,
 }
 
 impl PgRequestStore {
+    /// `status_cache_entries`: terminal statuses kept in memory per generation (0: none).
     #[must_use]
-    pub fn new(db: PgPool, keys: Arc<KeyRing>, metrics: Arc<Metrics>) -> Self {
-        Self { db, keys, metrics }
+    pub fn new(
+        db: PgPool,
+        keys: Arc<KeyRing>,
+        metrics: Arc<Metrics>,
+        status_cache_entries: usize,
+    ) -> Self {
+        Self {
+            db,
+            keys,
+            metrics,
+            terminal: TerminalCache::new(status_cache_entries),
+        }
     }
 }
 
@@ -133,6 +147,11 @@ impl RequestStore for PgRequestStore {
         client_id: &str,
         id: Uuid,
     ) -> Result<Option<KycRequestView>, StoreError> {
+        match self.terminal.get(client_id, id) {
+            Lookup::Hit(view) => return Ok(Some(view)),
+            Lookup::Foreign => return Ok(None),
+            Lookup::Miss => {}
+        }
         let row: Option<ViewRow> = sqlx::query_as(
             "SELECT id, user_id, request_type, status, reasons, created_at, updated_at
              FROM kyc_requests WHERE id = $1 AND client_id = $2",
@@ -157,6 +176,11 @@ impl RequestStore for PgRequestStore {
             })
         })
         .transpose()
+        .inspect(|view| {
+            if let Some(v) = view {
+                self.terminal.put(client_id, v);
+            }
+        })
     }
 }
 
