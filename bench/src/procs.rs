@@ -104,6 +104,37 @@ pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .context("no VmRSS line")
 }
 
+/// CPU time (user + system) used so far by `pid` and its live children (nginx's workers are
+/// children of its master), in seconds. Read before and after a load, it gives the CPU each
+/// request cost that process: a figure far steadier than throughput on a shared machine.
+pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    // utime and stime are fields 14 and 15 of /proc/<pid>/stat, in clock ticks (USER_HZ, 100 on
+    // Linux); the fields are counted after the parenthesised command name, which may hold spaces.
+    const TICKS_PER_SECOND: f64 = 100.0;
+    let ticks = |pid: u32| -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("reading /proc/{pid}/stat"))?;
+        let after = stat.rsplit_once(')').context("no command name in stat")?.1;
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let field = |n: usize| -> anyhow::Result<f64> {
+            Ok(fields
+                .get(n - 3)
+                .context("short stat line")?
+                .parse::<f64>()?)
+        };
+        Ok(field(14)? + field(15)?)
+    };
+    let mut total = ticks(pid)?;
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))?;
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+            total += ticks(child).unwrap_or(0.0);
+        }
+    }
+    Ok(total / TICKS_PER_SECOND)
+}
+
 pub fn tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();

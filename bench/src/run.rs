@@ -360,9 +360,15 @@ async fn proxy_figures(cx: &mut Context, token: &str) -> anyhow::Result<()> {
     // Interleaved rounds, so a slow moment of the machine falls on every target alike.
     let mut rps: Vec<Vec<f64>> = vec![Vec::new(); targets.len()];
     let mut last: Vec<Option<LoadResult>> = vec![None; targets.len()];
+    // CPU seconds and requests per target, of the proxy serving it (nginx's workers, or the edge).
+    let mut cpu = vec![(0.0_f64, 0_u64); targets.len()];
     for round in 0..cx.plan.rounds {
         for (i, (name, url, tok)) in targets.iter().enumerate() {
+            let pid = if i == 0 { proxy.pid() } else { edge.pid() };
+            let before = procs::cpu_seconds(pid)?;
             let r = tools::wrk(url, 1, conns, cx.plan.throughput, *tok)?;
+            cpu[i].0 += procs::cpu_seconds(pid)? - before;
+            cpu[i].1 += r.requests;
             println!(
                 "[bench]   round {} {name}: {:.0} req/s, p99 {:.2} ms{}",
                 round + 1,
@@ -394,6 +400,51 @@ async fn proxy_figures(cx: &mut Context, token: &str) -> anyhow::Result<()> {
             &json!({ "median_rps": med[i], "last": last[i] }),
         );
     }
+    // µs of the proxy's CPU per request: what the throughput ratios come from when the proxy, the
+    // load generator and the upstream share the cores.
+    #[allow(clippy::cast_precision_loss)]
+    let us: Vec<f64> = cpu
+        .iter()
+        .map(|&(s, n)| s * 1e6 / n.max(1) as f64)
+        .collect();
+    for (i, (name, _, _)) in targets.iter().enumerate() {
+        cx.report.run(
+            &format!("cpu per request: {name}"),
+            &json!({ "us_per_request": us[i], "cpu_seconds": cpu[i].0, "requests": cpu[i].1 }),
+        );
+    }
+    let cpu_cmd = "utime+stime of the proxy process (and its workers) from /proc around each wrk run above, over its requests";
+    cx.report.row(
+        1,
+        "proxy CPU per request, full chain vs no filters",
+        format!(
+            "{:.1} vs {:.1} µs (+{:.1} µs for the chain)",
+            us[2],
+            us[1],
+            us[2] - us[1]
+        ),
+        "context",
+        Verdict::Info,
+        cpu_cmd,
+    );
+    for i in 3..targets.len() {
+        cx.report.row(
+            1,
+            &format!("proxy CPU per request, {} alone", &targets[i].0[6..]),
+            format!("{:.1} µs (+{:.1} µs)", us[i], us[i] - us[1]),
+            "context",
+            Verdict::Info,
+            cpu_cmd,
+        );
+    }
+    cx.report.row(
+        2,
+        "proxy CPU per request, edge (no filters) vs nginx",
+        format!("{:.1} vs {:.1} µs ({:.2}×)", us[1], us[0], us[1] / us[0]),
+        "context",
+        Verdict::Info,
+        cpu_cmd,
+    );
     let (nginx, plain, chain) = (med[0], med[1], med[2]);
     let ratio = chain / plain;
     let median_note = format!(" (median of {})", cx.plan.rounds);
