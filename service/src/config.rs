@@ -19,9 +19,10 @@ const PLACEHOLDER_SECRETS: [&str; 2] = [
 ];
 
 /// Keys whose values are secrets: errors name them but never quote them.
-const SECRET_KEYS: [&str; 6] = [
+const SECRET_KEYS: [&str; 7] = [
     "password",
     "jwt_secret",
+    "previous_jwt_secrets",
     "encryption_key",
     "previous_encryption_keys",
     "blind_index_key",
@@ -153,6 +154,10 @@ struct RawSecurity {
     jwt_algorithm: String,
     #[serde(default)]
     jwt_private_key_file: Option<String>,
+    #[serde(default)]
+    previous_jwt_secrets: KeyList,
+    #[serde(default)]
+    previous_jwt_public_key_files: KeyList,
     #[serde(default = "default_leeway")]
     jwt_leeway: String,
     #[serde(default = "default_refresh_expiration")]
@@ -423,6 +428,11 @@ pub struct SecuritySettings {
     pub jwt_algorithm: JwtAlgorithm,
     /// PEM (PKCS#8) private key for EdDSA or ES256; its public half is served as JWKS.
     pub jwt_private_key_pem: Option<SecretString>,
+    /// Older HS256 secrets: tokens signed with them still verify, nothing new is signed with them.
+    pub previous_jwt_secrets: Vec<SecretString>,
+    /// Older EdDSA/ES256 keys (PEM: a public key, or the old private key, of which only the public
+    /// half is kept): they verify and are published in the JWKS, nothing is signed with them.
+    pub previous_jwt_public_keys_pem: Vec<SecretString>,
     pub jwt_leeway: Duration,
     pub encryption_key: SecretString,
     pub previous_encryption_keys: Vec<SecretString>,
@@ -735,6 +745,29 @@ impl Raw {
                 },
             )?)),
         };
+        let previous_jwt_secrets: Vec<SecretString> = s
+            .previous_jwt_secrets
+            .into_vec()
+            .into_iter()
+            .filter(|k| !k.is_empty())
+            .map(|k| secret("security.previous_jwt_secrets", k, true))
+            .collect::<Result<_, _>>()?;
+        let previous_jwt_public_keys_pem: Vec<SecretString> = s
+            .previous_jwt_public_key_files
+            .into_vec()
+            .into_iter()
+            .filter(|f| !f.trim().is_empty())
+            .map(|file| {
+                std::fs::read_to_string(file.trim())
+                    .map(SecretString::from)
+                    .map_err(|e| {
+                        err(
+                            "security.previous_jwt_public_key_files",
+                            format!("cannot read {}: {e}", file.trim()),
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()?;
         if s.rate_limit_per_second == 0 || s.rate_limit_per_second > 1_000_000 {
             return Err(err(
                 "security.rate_limit_per_second",
@@ -773,6 +806,8 @@ impl Raw {
             jwt_audience: s.jwt_audience,
             jwt_algorithm,
             jwt_private_key_pem,
+            previous_jwt_secrets,
+            previous_jwt_public_keys_pem,
             jwt_leeway,
             encryption_key: secret("security.encryption_key", s.encryption_key, dev_mode)?,
             previous_encryption_keys,
@@ -1113,6 +1148,33 @@ mod tests {
     fn asymmetric_signing_needs_a_key_file() {
         let e = load(&[("KYC__SECURITY__JWT_ALGORITHM", "EdDSA")]).expect_err("needs key file");
         assert_eq!(e.key, "security.jwt_private_key_file");
+    }
+
+    #[test]
+    fn previous_jwt_keys_default_to_none_and_are_named_when_invalid() {
+        let s = load(&[]).expect("loads");
+        assert!(s.security.previous_jwt_secrets.is_empty());
+        assert!(s.security.previous_jwt_public_keys_pem.is_empty());
+
+        let s = load(&[(
+            "KYC__SECURITY__PREVIOUS_JWT_SECRETS",
+            "an-older-jwt-secret-of-at-least-32-bytes, another-older-jwt-secret-32-bytes!",
+        )])
+        .expect("a comma-separated list loads");
+        assert_eq!(s.security.previous_jwt_secrets.len(), 2);
+
+        let e = load(&[("KYC__SECURITY__PREVIOUS_JWT_SECRETS", "short-old-secret")])
+            .expect_err("a short previous secret is refused");
+        assert_eq!(e.key, "security.previous_jwt_secrets");
+        assert!(!e.to_string().contains("short-old-secret"), "{e}");
+
+        let e = load(&[(
+            "KYC__SECURITY__PREVIOUS_JWT_PUBLIC_KEY_FILES",
+            "/nonexistent/old-key.pem",
+        )])
+        .expect_err("a missing key file is refused");
+        assert_eq!(e.key, "security.previous_jwt_public_key_files");
+        assert!(e.to_string().contains("/nonexistent/old-key.pem"), "{e}");
     }
 
     #[test]

@@ -434,3 +434,190 @@ async fn a_malformed_authorization_header_is_a_bad_request() {
         );
     }
 }
+
+/// Writes `pem` to a file of its own for a `*_KEY_FILE` setting; removed when dropped.
+struct KeyFile(std::path::PathBuf);
+
+impl KeyFile {
+    fn new(pem: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("kyc-jwt-{}.pem", uuid::Uuid::new_v4()));
+        std::fs::write(&path, pem).expect("write key file");
+        Self(path)
+    }
+
+    fn path(&self) -> String {
+        self.0.display().to_string()
+    }
+}
+
+impl Drop for KeyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn kid_of(jwt: &str) -> String {
+    jsonwebtoken::decode_header(jwt)
+        .expect("header")
+        .kid
+        .expect("kid")
+}
+
+const NEW_JWT_SECRET: &str = "the-rotated-jwt-secret-of-at-least-32-bytes";
+
+#[tokio::test]
+async fn an_old_hs256_token_works_while_its_secret_is_listed_as_previous() {
+    let old = TestApp::spawn().await;
+    let (_, issued) = old
+        .token_json(json!({"grant_type":"client_credentials","client_id":"kyc-client","client_secret":"kyc-client-secret"}))
+        .await;
+    let old_access = issued["access_token"].as_str().expect("access").to_owned();
+    let old_refresh = issued["refresh_token"]
+        .as_str()
+        .expect("refresh")
+        .to_owned();
+    let path = "/api/v1/kyc/status/test";
+
+    let rotated = TestApp::spawn_sharing(
+        &old,
+        &[
+            ("KYC__SECURITY__JWT_SECRET", NEW_JWT_SECRET.into()),
+            ("KYC__SECURITY__PREVIOUS_JWT_SECRETS", SEED_SECRET.into()),
+        ],
+    )
+    .await;
+    assert_eq!(
+        rotated.get(path, Some(&old_access)).await.status(),
+        404,
+        "the old token still opens the API"
+    );
+    // New tokens, refreshed from an old refresh token too, carry the new key.
+    let (status, refreshed) = rotated
+        .token_json(
+            json!({"grant_type":"refresh_token","client_id":"kyc-client",
+            "client_secret":"kyc-client-secret","refresh_token":old_refresh}),
+        )
+        .await;
+    assert_eq!(status, 200, "{refreshed}");
+    let new_access = refreshed["access_token"]
+        .as_str()
+        .expect("access")
+        .to_owned();
+    assert_ne!(kid_of(&new_access), kid_of(&old_access));
+    assert_eq!(rotated.get(path, Some(&new_access)).await.status(), 404);
+    assert_eq!(
+        old.get(path, Some(&new_access)).await.status(),
+        401,
+        "signed with the new secret, which the old instance does not know"
+    );
+
+    let forgotten = TestApp::spawn_sharing(
+        &old,
+        &[("KYC__SECURITY__JWT_SECRET", NEW_JWT_SECRET.into())],
+    )
+    .await;
+    assert_eq!(forgotten.get(path, Some(&old_access)).await.status(), 401);
+    assert_eq!(forgotten.get(path, Some(&new_access)).await.status(), 404);
+}
+
+#[tokio::test]
+async fn a_token_naming_an_unknown_kid_is_refused() {
+    let app =
+        TestApp::spawn_with(&[("KYC__SECURITY__PREVIOUS_JWT_SECRETS", NEW_JWT_SECRET.into())])
+            .await;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some("hs256-0123456789abcdef".into());
+    let token = jsonwebtoken::encode(
+        &header,
+        &claims("kyc-client", "kyc:read", 0),
+        &jsonwebtoken::EncodingKey::from_secret(SEED_SECRET.as_bytes()),
+    )
+    .expect("sign");
+    let r = app.get("/api/v1/kyc/status/test", Some(&token)).await;
+    assert_eq!(
+        r.status(),
+        401,
+        "correctly signed, but the kid names no key"
+    );
+    assert_eq!(
+        r.json::<Value>().await.expect("json")["error"]["code"],
+        "TOKEN_INVALID"
+    );
+}
+
+#[tokio::test]
+async fn eddsa_rotation_publishes_both_keys_and_keeps_old_tokens_working() {
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey};
+    let old_pem_path = common::repo_root().join("service/tests/fixtures/ed25519.pem");
+    let old_pem = std::fs::read_to_string(&old_pem_path).expect("fixture");
+    let old_public = KeyFile::new(
+        &ed25519_dalek::SigningKey::from_pkcs8_pem(&old_pem)
+            .expect("fixture key")
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem"),
+    );
+    let new_private = KeyFile::new(
+        &ed25519_dalek::SigningKey::from_bytes(&[42; 32])
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem"),
+    );
+    let path = "/api/v1/kyc/status/test";
+
+    let old = TestApp::spawn_with(&[
+        ("KYC__SECURITY__JWT_ALGORITHM", "EdDSA".into()),
+        (
+            "KYC__SECURITY__JWT_PRIVATE_KEY_FILE",
+            old_pem_path.display().to_string(),
+        ),
+    ])
+    .await;
+    let old_token = old.access_token("kyc-client", "kyc-client-secret").await;
+
+    let rotated = TestApp::spawn_sharing(
+        &old,
+        &[
+            ("KYC__SECURITY__JWT_ALGORITHM", "EdDSA".into()),
+            ("KYC__SECURITY__JWT_PRIVATE_KEY_FILE", new_private.path()),
+            (
+                "KYC__SECURITY__PREVIOUS_JWT_PUBLIC_KEY_FILES",
+                old_public.path(),
+            ),
+        ],
+    )
+    .await;
+    let jwks: Value = rotated
+        .get("/.well-known/jwks.json", None)
+        .await
+        .json()
+        .await
+        .expect("jwks");
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["kid"].as_str().expect("kid"))
+        .collect();
+    let new_token = rotated
+        .access_token("kyc-client", "kyc-client-secret")
+        .await;
+    assert_ne!(kid_of(&new_token), kid_of(&old_token));
+    assert_eq!(
+        kids,
+        [kid_of(&new_token), kid_of(&old_token)],
+        "the active key, then the previous one"
+    );
+    assert_eq!(rotated.get(path, Some(&old_token)).await.status(), 404);
+    assert_eq!(rotated.get(path, Some(&new_token)).await.status(), 404);
+
+    let forgotten = TestApp::spawn_sharing(
+        &old,
+        &[
+            ("KYC__SECURITY__JWT_ALGORITHM", "EdDSA".into()),
+            ("KYC__SECURITY__JWT_PRIVATE_KEY_FILE", new_private.path()),
+        ],
+    )
+    .await;
+    assert_eq!(forgotten.get(path, Some(&old_token)).await.status(), 401);
+}

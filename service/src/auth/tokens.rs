@@ -2,6 +2,11 @@
 //! private key whose public half is published at `/.well-known/jwks.json`, so a gateway can verify
 //! tokens without holding any signing secret.
 //!
+//! Rotation: `security.previous_jwt_secrets` (HS256) and `security.previous_jwt_public_key_files`
+//! (EdDSA/ES256) are keys that only verify; every new token is signed with the active key. A token
+//! picks its key by `kid`, and only a key of the token's own algorithm can verify it. Previous public
+//! keys are published in the JWKS too, so a gateway can keep verifying old tokens during the overlap.
+//!
 //! Access tokens carry `iss`, `aud`, `sub`, `exp`, `iat`, `nbf`, `jti` and `scope` (RFC 9068 shape).
 //! Refresh tokens are JWTs too (as the seed shows), but for a different audience, so no verifier
 //! of access tokens accepts one; the database decides whether one is still live.
@@ -10,7 +15,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, encode};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation, decode, decode_header, encode,
+};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -59,11 +66,27 @@ pub struct Minted {
     pub id: Uuid,
 }
 
+/// A key that verifies tokens of exactly one algorithm, named by its `kid`.
+struct VerifyingKey {
+    kid: String,
+    alg: Algorithm,
+    decoding: DecodingKey,
+}
+
+/// A public key as a JWK (with `kid`, `use` and `alg`) and its decoding key.
+struct PublicJwk {
+    alg: Algorithm,
+    kid: String,
+    jwk: Value,
+    decoding: DecodingKey,
+}
+
 pub struct TokenService {
     alg: Algorithm,
     kid: String,
     encoding: EncodingKey,
-    decoding: DecodingKey,
+    /// The active key first, then the previous ones; `kid`s are unique.
+    keys: Vec<VerifyingKey>,
     jwks: Value,
     issuer: String,
     audience: String,
@@ -75,22 +98,17 @@ pub struct TokenService {
 
 impl TokenService {
     /// # Errors
-    /// When the configured private key cannot be parsed.
+    /// When the configured private key, or a previous key, cannot be parsed.
     pub fn new(s: &SecuritySettings) -> Result<Self, TokenError> {
-        let (alg, kid, encoding, decoding, jwks) = match s.jwt_algorithm {
+        let mut published = Vec::new();
+        let (alg, kid, encoding, decoding) = match s.jwt_algorithm {
             JwtAlgorithm::Hs256 => {
                 let secret = s.jwt_secret.expose_secret().as_bytes();
-                // The kid names the key without revealing anything about it.
-                let kid = format!(
-                    "hs256-{}",
-                    &hex::encode(Sha256::digest([b"kid:".as_slice(), secret].concat()))[..16]
-                );
                 (
                     Algorithm::HS256,
-                    kid,
+                    hs256_kid(secret),
                     EncodingKey::from_secret(secret),
                     DecodingKey::from_secret(secret),
-                    json!({ "keys": [] }),
                 )
             }
             JwtAlgorithm::EdDsa | JwtAlgorithm::Es256 => {
@@ -98,15 +116,47 @@ impl TokenService {
                     .jwt_private_key_pem
                     .as_ref()
                     .ok_or_else(|| TokenError::Key("no private key configured".into()))?;
-                Self::asymmetric(s.jwt_algorithm, pem.expose_secret())?
+                let (encoding, public) = Self::asymmetric(s.jwt_algorithm, pem.expose_secret())?;
+                let active = (public.alg, public.kid.clone(), encoding, public.decoding);
+                published.push(public.jwk);
+                active
             }
         };
+        let mut keys = vec![VerifyingKey {
+            kid: kid.clone(),
+            alg,
+            decoding,
+        }];
+        for secret in &s.previous_jwt_secrets {
+            let secret = secret.expose_secret().as_bytes();
+            let kid = hs256_kid(secret);
+            if !keys.iter().any(|k| k.kid == kid) {
+                keys.push(VerifyingKey {
+                    kid,
+                    alg: Algorithm::HS256,
+                    decoding: DecodingKey::from_secret(secret),
+                });
+            }
+        }
+        for (i, pem) in s.previous_jwt_public_keys_pem.iter().enumerate() {
+            let public = previous_public_key(pem.expose_secret()).map_err(|e| {
+                TokenError::Key(format!("security.previous_jwt_public_key_files[{i}]: {e}"))
+            })?;
+            if !keys.iter().any(|k| k.kid == public.kid) {
+                keys.push(VerifyingKey {
+                    kid: public.kid,
+                    alg: public.alg,
+                    decoding: public.decoding,
+                });
+                published.push(public.jwk);
+            }
+        }
         Ok(Self {
             alg,
             kid,
             encoding,
-            decoding,
-            jwks,
+            keys,
+            jwks: json!({ "keys": published }),
             issuer: s.jwt_issuer.clone(),
             audience: s.jwt_audience.clone(),
             refresh_audience: format!("{}/token", s.jwt_issuer),
@@ -116,63 +166,29 @@ impl TokenService {
         })
     }
 
-    fn asymmetric(
-        alg: JwtAlgorithm,
-        pem: &str,
-    ) -> Result<(Algorithm, String, EncodingKey, DecodingKey, Value), TokenError> {
+    fn asymmetric(alg: JwtAlgorithm, pem: &str) -> Result<(EncodingKey, PublicJwk), TokenError> {
         use ed25519_dalek::pkcs8::DecodePrivateKey as _;
         let key_err = |e: &dyn std::fmt::Display| TokenError::Key(e.to_string());
-        let (alg, mut jwk, encoding) = match alg {
+        match alg {
             JwtAlgorithm::EdDsa => {
                 let sk = ed25519_dalek::SigningKey::from_pkcs8_pem(pem).map_err(|e| key_err(&e))?;
-                let x = URL_SAFE_NO_PAD.encode(sk.verifying_key().as_bytes());
-                let jwk = json!({ "crv": "Ed25519", "kty": "OKP", "x": x });
-                (
-                    Algorithm::EdDSA,
-                    jwk,
+                Ok((
                     EncodingKey::from_ed_pem(pem.as_bytes()).map_err(|e| key_err(&e))?,
-                )
+                    ed25519_jwk(&sk.verifying_key())?,
+                ))
             }
             _ => {
                 let sk = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| key_err(&e))?;
-                let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-                    &sk.public_key(),
-                    false,
-                );
-                let (Some(x), Some(y)) = (point.x(), point.y()) else {
-                    return Err(TokenError::Key(
-                        "P-256 public key has no coordinates".into(),
-                    ));
-                };
-                let jwk = json!({ "crv": "P-256", "kty": "EC", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y) });
-                (
-                    Algorithm::ES256,
-                    jwk,
+                Ok((
                     EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|e| key_err(&e))?,
-                )
+                    p256_jwk(&sk.public_key())?,
+                ))
             }
-        };
-        // RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order, which is
-        // how serde_json (without preserve_order) prints an object.
-        let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.to_string().as_bytes()));
-        let obj = jwk.as_object_mut().expect("jwk is an object");
-        obj.insert("kid".into(), json!(kid));
-        obj.insert("use".into(), json!("sig"));
-        obj.insert(
-            "alg".into(),
-            json!(if alg == Algorithm::EdDSA {
-                "EdDSA"
-            } else {
-                "ES256"
-            }),
-        );
-        let parsed: jsonwebtoken::jwk::Jwk =
-            serde_json::from_value(jwk.clone()).map_err(|e| key_err(&e))?;
-        let decoding = DecodingKey::from_jwk(&parsed).map_err(|e| key_err(&e))?;
-        Ok((alg, kid, encoding, decoding, json!({ "keys": [jwk] })))
+        }
     }
 
-    /// The public keys, as a JWK Set. Empty for HS256: a shared secret is never published.
+    /// The public keys, active then previous, as a JWK Set. A shared secret is never published, so
+    /// for HS256 it holds only previous public keys (usually none).
     #[must_use]
     pub fn jwks(&self) -> &Value {
         &self.jwks
@@ -235,9 +251,29 @@ impl TokenService {
         Ok(Minted { token, id })
     }
 
-    fn validation(&self, audience: &str) -> Validation {
-        // Only the configured algorithm: `alg: none` and HS/RS confusion fail here.
-        let mut v = Validation::new(self.alg);
+    /// The key a token names by `kid`; a token without one may only use the active key.
+    fn key_for(&self, token: &str) -> Result<&VerifyingKey, TokenError> {
+        let header = decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let key = match header.kid.as_deref() {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|k| k.kid == kid)
+                .ok_or_else(|| TokenError::Invalid("no configured key has this kid".into()))?,
+            None => &self.keys[0],
+        };
+        // The key fixes the algorithm: a token cannot ask for a key of another algorithm.
+        if header.alg != key.alg {
+            return Err(TokenError::Invalid(
+                "the algorithm does not match the key".into(),
+            ));
+        }
+        Ok(key)
+    }
+
+    fn validation(&self, alg: Algorithm, audience: &str) -> Validation {
+        // Only the key's own algorithm: `alg: none` and HS/RS confusion fail here.
+        let mut v = Validation::new(alg);
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[audience]);
         v.set_required_spec_claims(&["exp", "iat", "nbf", "iss", "aud", "sub"]);
@@ -249,10 +285,16 @@ impl TokenService {
     /// Verifies an access token and returns its caller.
     ///
     /// # Errors
-    /// [`TokenError::Invalid`] for a bad signature, algorithm, audience, issuer, time or scope.
+    /// [`TokenError::Invalid`] for a bad signature, algorithm, key id, audience, issuer, time or
+    /// scope.
     pub fn verify_access(&self, token: &str) -> Result<Caller, TokenError> {
-        let data = decode::<AccessClaims>(token, &self.decoding, &self.validation(&self.audience))
-            .map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let key = self.key_for(token)?;
+        let data = decode::<AccessClaims>(
+            token,
+            &key.decoding,
+            &self.validation(key.alg, &self.audience),
+        )
+        .map_err(|e| TokenError::Invalid(e.to_string()))?;
         let c = data.claims;
         if c.iat > chrono::Utc::now().timestamp() + i64::try_from(self.leeway).unwrap_or(0) {
             return Err(TokenError::Invalid("issued in the future".into()));
@@ -271,14 +313,92 @@ impl TokenService {
     /// # Errors
     /// [`TokenError::Invalid`] when it is not a refresh token of ours or has expired.
     pub fn verify_refresh(&self, token: &str) -> Result<RefreshClaims, TokenError> {
+        let key = self.key_for(token)?;
         decode::<RefreshClaims>(
             token,
-            &self.decoding,
-            &self.validation(&self.refresh_audience),
+            &key.decoding,
+            &self.validation(key.alg, &self.refresh_audience),
         )
         .map(|d| d.claims)
         .map_err(|e| TokenError::Invalid(e.to_string()))
     }
+}
+
+/// The HS256 kid names the key without revealing anything about it.
+fn hs256_kid(secret: &[u8]) -> String {
+    format!(
+        "hs256-{}",
+        &hex::encode(Sha256::digest([b"kid:".as_slice(), secret].concat()))[..16]
+    )
+}
+
+/// A previous key's PEM: an SPKI public key (`BEGIN PUBLIC KEY`) or a PKCS#8 private key, Ed25519
+/// or P-256; only the public half is kept.
+fn previous_public_key(pem: &str) -> Result<PublicJwk, TokenError> {
+    use ed25519_dalek::pkcs8::{DecodePrivateKey as _, DecodePublicKey as _};
+    if let Ok(vk) = ed25519_dalek::VerifyingKey::from_public_key_pem(pem) {
+        return ed25519_jwk(&vk);
+    }
+    if let Ok(pk) = p256::PublicKey::from_public_key_pem(pem) {
+        return p256_jwk(&pk);
+    }
+    if let Ok(sk) = ed25519_dalek::SigningKey::from_pkcs8_pem(pem) {
+        return ed25519_jwk(&sk.verifying_key());
+    }
+    if let Ok(sk) = p256::SecretKey::from_pkcs8_pem(pem) {
+        return p256_jwk(&sk.public_key());
+    }
+    Err(TokenError::Key(
+        "not a PEM Ed25519 or P-256 key (public key, or PKCS#8 private key)".into(),
+    ))
+}
+
+fn ed25519_jwk(vk: &ed25519_dalek::VerifyingKey) -> Result<PublicJwk, TokenError> {
+    let x = URL_SAFE_NO_PAD.encode(vk.as_bytes());
+    public_jwk(
+        Algorithm::EdDSA,
+        json!({ "crv": "Ed25519", "kty": "OKP", "x": x }),
+    )
+}
+
+fn p256_jwk(pk: &p256::PublicKey) -> Result<PublicJwk, TokenError> {
+    let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(pk, false);
+    let (Some(x), Some(y)) = (point.x(), point.y()) else {
+        return Err(TokenError::Key(
+            "P-256 public key has no coordinates".into(),
+        ));
+    };
+    public_jwk(
+        Algorithm::ES256,
+        json!({ "crv": "P-256", "kty": "EC", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y) }),
+    )
+}
+
+fn public_jwk(alg: Algorithm, mut jwk: Value) -> Result<PublicJwk, TokenError> {
+    let key_err = |e: &dyn std::fmt::Display| TokenError::Key(e.to_string());
+    // RFC 7638 thumbprint: SHA-256 over the required members in lexicographic order, which is
+    // how serde_json (without preserve_order) prints an object.
+    let kid = URL_SAFE_NO_PAD.encode(Sha256::digest(jwk.to_string().as_bytes()));
+    let obj = jwk.as_object_mut().expect("jwk is an object");
+    obj.insert("kid".into(), json!(kid));
+    obj.insert("use".into(), json!("sig"));
+    obj.insert(
+        "alg".into(),
+        json!(if alg == Algorithm::EdDSA {
+            "EdDSA"
+        } else {
+            "ES256"
+        }),
+    );
+    let parsed: jsonwebtoken::jwk::Jwk =
+        serde_json::from_value(jwk.clone()).map_err(|e| key_err(&e))?;
+    let decoding = DecodingKey::from_jwk(&parsed).map_err(|e| key_err(&e))?;
+    Ok(PublicJwk {
+        alg,
+        kid,
+        jwk,
+        decoding,
+    })
 }
 
 fn secs(d: Duration) -> i64 {
@@ -299,6 +419,8 @@ mod tests {
             jwt_audience: "kyc-api".into(),
             jwt_algorithm: alg,
             jwt_private_key_pem: pem.map(|p| SecretString::from(p.to_owned())),
+            previous_jwt_secrets: vec![],
+            previous_jwt_public_keys_pem: vec![],
             jwt_leeway: Duration::from_secs(60),
             encryption_key: SecretString::from("your-encryption-key-here-32-bytes"),
             previous_encryption_keys: vec![],
@@ -395,6 +517,230 @@ mod tests {
             decode::<AccessClaims>(&t.token, &DecodingKey::from_jwk(&jwk).expect("key"), &v)
                 .expect("verifies with jwks");
         }
+    }
+
+    const OLD_SECRET: &str = "an-old-jwt-secret-of-at-least-32-bytes!!";
+    const NEW_SECRET: &str = "the-new-jwt-secret-of-at-least-32-bytes!";
+
+    fn hs(secret: &str, previous: &[&str]) -> TokenService {
+        let mut s = settings(JwtAlgorithm::Hs256, None);
+        s.jwt_secret = SecretString::from(secret.to_owned());
+        s.previous_jwt_secrets = previous
+            .iter()
+            .map(|p| SecretString::from((*p).to_owned()))
+            .collect();
+        TokenService::new(&s).expect("hs256")
+    }
+
+    fn asym(alg: JwtAlgorithm, pem: &str, previous: &[String]) -> Result<TokenService, TokenError> {
+        let mut s = settings(alg, Some(pem));
+        s.previous_jwt_public_keys_pem = previous.iter().cloned().map(SecretString::from).collect();
+        TokenService::new(&s)
+    }
+
+    fn kid(token: &str) -> String {
+        decode_header(token).expect("header").kid.expect("kid")
+    }
+
+    /// A second Ed25519 key, the "new" one, and the fixture's public half as an SPKI PEM.
+    fn rotated_ed25519() -> (String, String) {
+        use ed25519_dalek::pkcs8::{
+            DecodePrivateKey as _, EncodePrivateKey as _, EncodePublicKey as _,
+            spki::der::pem::LineEnding,
+        };
+        let new = ed25519_dalek::SigningKey::from_bytes(&[7; 32])
+            .to_pkcs8_pem(LineEnding::LF)
+            .expect("pem")
+            .to_string();
+        let old_public = ed25519_dalek::SigningKey::from_pkcs8_pem(include_str!(
+            "../../tests/fixtures/ed25519.pem"
+        ))
+        .expect("fixture")
+        .verifying_key()
+        .to_public_key_pem(LineEnding::LF)
+        .expect("pem");
+        (new, old_public)
+    }
+
+    #[test]
+    fn an_old_hs256_token_verifies_only_while_its_secret_is_listed_as_previous() {
+        let old = hs(OLD_SECRET, &[]);
+        let access = old
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint");
+        let refresh = old.mint_refresh("kyc-client").expect("mint");
+
+        let rotated = hs(NEW_SECRET, &[OLD_SECRET]);
+        assert_eq!(
+            rotated
+                .verify_access(&access.token)
+                .expect("old access token verifies")
+                .token_id,
+            access.id.to_string()
+        );
+        rotated
+            .verify_refresh(&refresh.token)
+            .expect("old refresh token verifies");
+
+        let forgotten = hs(NEW_SECRET, &[]);
+        assert!(forgotten.verify_access(&access.token).is_err());
+        assert!(forgotten.verify_refresh(&refresh.token).is_err());
+    }
+
+    #[test]
+    fn new_tokens_are_signed_with_the_active_key_only() {
+        let old = hs(OLD_SECRET, &[]);
+        let rotated = hs(NEW_SECRET, &[OLD_SECRET]);
+        let before = old
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint");
+        let after = rotated
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint");
+        assert_ne!(kid(&after.token), kid(&before.token));
+        assert_eq!(kid(&after.token), hs256_kid(NEW_SECRET.as_bytes()));
+        assert_eq!(
+            kid(&rotated.mint_refresh("kyc-client").expect("mint").token),
+            kid(&after.token)
+        );
+        // Signed with the new secret: a verifier holding only the old one refuses it.
+        assert!(old.verify_access(&after.token).is_err());
+        assert!(hs(NEW_SECRET, &[]).verify_access(&after.token).is_ok());
+    }
+
+    #[test]
+    fn a_token_whose_kid_names_no_known_key_is_refused() {
+        let svc = hs(NEW_SECRET, &[OLD_SECRET]);
+        let good = svc
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint");
+        let claims: AccessClaims = decode(
+            &good.token,
+            &DecodingKey::from_secret(NEW_SECRET.as_bytes()),
+            &svc.validation(Algorithm::HS256, "kyc-api"),
+        )
+        .expect("decodes")
+        .claims;
+        // Correctly signed with the active secret, but naming a key nobody configured.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("hs256-0000000000000000".into());
+        let unknown = encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(NEW_SECRET.as_bytes()),
+        )
+        .expect("sign");
+        let e = svc
+            .verify_access(&unknown)
+            .expect_err("unknown kid is refused");
+        assert!(e.to_string().contains("kid"), "{e}");
+        // The old key's kid with the new key's signature: the kid picks the key, and it fails.
+        header.kid = Some(hs256_kid(OLD_SECRET.as_bytes()));
+        let mismatched = encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(NEW_SECRET.as_bytes()),
+        )
+        .expect("sign");
+        assert!(svc.verify_access(&mismatched).is_err());
+    }
+
+    #[test]
+    fn eddsa_rotation_publishes_both_keys_and_verifies_old_tokens() {
+        let old_pem = include_str!("../../tests/fixtures/ed25519.pem");
+        let (new_pem, old_public) = rotated_ed25519();
+        let old = asym(JwtAlgorithm::EdDsa, old_pem, &[]).expect("old key");
+        let old_token = old
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint");
+        let old_kid = old.jwks()["keys"][0]["kid"].clone();
+
+        let rotated = asym(JwtAlgorithm::EdDsa, &new_pem, &[old_public]).expect("rotated");
+        let keys = rotated.jwks()["keys"].as_array().expect("keys");
+        assert_eq!(keys.len(), 2, "{}", rotated.jwks());
+        let new_token = rotated
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint")
+            .token;
+        assert_eq!(
+            keys[0]["kid"],
+            json!(kid(&new_token)),
+            "the active key comes first"
+        );
+        assert_eq!(keys[1]["kid"], old_kid);
+        assert_ne!(kid(&new_token), kid(&old_token.token));
+        assert!(
+            keys.iter()
+                .all(|k| k.get("d").is_none() && k["alg"] == "EdDSA")
+        );
+        // A gateway holding only the published JWKS verifies tokens of either key.
+        for token in [&old_token.token, &new_token] {
+            let jwk = keys
+                .iter()
+                .find(|k| k["kid"] == json!(kid(token)))
+                .expect("kid published");
+            let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).expect("jwk");
+            decode::<AccessClaims>(
+                token,
+                &DecodingKey::from_jwk(&jwk).expect("key"),
+                &rotated.validation(Algorithm::EdDSA, "kyc-api"),
+            )
+            .expect("verifies with the JWKS");
+        }
+        assert!(rotated.verify_access(&old_token.token).is_ok());
+        let forgotten = asym(JwtAlgorithm::EdDsa, &new_pem, &[]).expect("new key only");
+        assert!(forgotten.verify_access(&old_token.token).is_err());
+        assert_eq!(forgotten.jwks()["keys"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_previous_key_never_verifies_a_token_of_another_algorithm() {
+        // An old ES256 key, given as its private key file, kept while EdDSA is active.
+        let p256_pem = include_str!("../../tests/fixtures/p256.pem");
+        let es = asym(JwtAlgorithm::Es256, p256_pem, &[]).expect("es256");
+        let es_token = es
+            .mint_access("kyc-client", &[Scope::KycRead])
+            .expect("mint");
+        let (new_pem, _) = rotated_ed25519();
+        let ed = asym(JwtAlgorithm::EdDsa, &new_pem, &[p256_pem.to_owned()]).expect("eddsa");
+        assert!(
+            ed.verify_access(&es_token.token).is_ok(),
+            "its own algorithm verifies"
+        );
+
+        // HS256 tokens keyed with the public key's material and naming its kid are refused.
+        let es_jwk = &ed.jwks()["keys"][1];
+        let now = chrono::Utc::now().timestamp();
+        let claims = json!({"iss":"kyc-service","sub":"kyc-client","aud":"kyc-api","exp":now+60,"iat":now,"nbf":now,"jti":"x","scope":"kyc:read","client_id":"kyc-client"});
+        for material in [es_jwk["x"].as_str().expect("x"), p256_pem] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.kid = es_jwk["kid"].as_str().map(str::to_owned);
+            let forged = encode(
+                &header,
+                &claims,
+                &EncodingKey::from_secret(material.as_bytes()),
+            )
+            .expect("sign");
+            assert!(ed.verify_access(&forged).is_err());
+        }
+        // An EdDSA header on the ES256 token's kid is refused before any signature check.
+        let mut parts: Vec<&str> = es_token.token.split('.').collect();
+        let header = b64(&json!({"alg":"EdDSA","typ":"at+jwt","kid":es_jwk["kid"]}));
+        parts[0] = &header;
+        assert!(ed.verify_access(&parts.join(".")).is_err());
+    }
+
+    #[test]
+    fn an_unreadable_previous_key_is_named_in_the_error() {
+        let pem = include_str!("../../tests/fixtures/ed25519.pem");
+        let e = asym(JwtAlgorithm::EdDsa, pem, &["not a key".into()])
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string()
+                .contains("security.previous_jwt_public_key_files[0]"),
+            "{e}"
+        );
     }
 
     #[test]
