@@ -21,8 +21,8 @@ use crate::declarative::{Filter, RawFilter, filter_from_raw};
 
 type Shared = State<Arc<Edge>>;
 
-pub fn router(edge: Arc<Edge>) -> Router {
-    Router::new()
+pub fn router(edge: Arc<Edge>, token: Option<String>) -> Router {
+    let router = Router::new()
         .route("/", get(root))
         .route("/status", get(status))
         .route("/metrics", get(metrics))
@@ -34,7 +34,46 @@ pub fn router(edge: Arc<Edge>) -> Router {
         .route("/filter-chains/{key}", get(chain).patch(patch_chain))
         .route("/config", axum::routing::post(post_config))
         .fallback(|| async { error(StatusCode::NOT_FOUND, 0, "not found", "Not found") })
-        .with_state(edge)
+        .with_state(edge);
+    match token {
+        Some(token) => {
+            let token: Arc<[u8]> = token.into_bytes().into();
+            router.layer(axum::middleware::from_fn(move |req, next| {
+                let token = Arc::clone(&token);
+                require_token(token, req, next)
+            }))
+        }
+        None => router,
+    }
+}
+
+/// The header Kong Enterprise's RBAC reads the Admin API token from.
+pub const TOKEN_HEADER: &str = "kong-admin-token";
+
+/// Every request carries the token, or gets 401 (the body never repeats what was sent).
+async fn require_token(
+    token: Arc<[u8]>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let sent = req.headers().get(TOKEN_HEADER).map(|v| v.as_bytes());
+    if sent.is_some_and(|s| constant_time_eq(s, &token)) {
+        return next.run(req).await;
+    }
+    error(
+        StatusCode::UNAUTHORIZED,
+        0,
+        "unauthorized",
+        "Invalid credentials. Token or User credentials required",
+    )
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal a prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Kong's error bodies: `{"message"}` for a 404, with `code` and `name` for the others.
