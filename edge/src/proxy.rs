@@ -278,7 +278,10 @@ async fn handle(
     let peer = client;
     let peer_trusted = edge.client_address.is_trusted(client.ip());
     let client = if peer_trusted {
-        SocketAddr::new(real_ip(edge, client.ip(), req.headers()), client.port())
+        SocketAddr::new(
+            real_ip(&edge.client_address, client.ip(), req.headers()),
+            client.port(),
+        )
     } else {
         client
     };
@@ -944,8 +947,11 @@ pub const IDENTITY_HEADERS: [&str; 7] = [
 /// nginx's realip: the address in `real_ip_header` sent by a trusted peer. Not recursive, the
 /// last address in the header; recursive, the last one that is not itself trusted (the first
 /// when all are). A missing or unreadable header leaves the peer.
-fn real_ip(edge: &Edge, peer: std::net::IpAddr, headers: &http::HeaderMap) -> std::net::IpAddr {
-    let ca = &edge.client_address;
+fn real_ip(
+    ca: &crate::conf::ClientAddress,
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+) -> std::net::IpAddr {
     let mut addresses = headers
         .get_all(ca.real_ip_header.as_str())
         .iter()
@@ -1031,5 +1037,43 @@ mod tests {
         for name in IDENTITY_HEADERS {
             assert!(jwt.contains(&format!("\"{name}\"")), "{name}");
         }
+    }
+
+    #[test]
+    fn the_real_ip_follows_nginx_realip() {
+        use crate::conf::{ClientAddress, IpNet};
+        let mut ca = ClientAddress {
+            trusted_ips: vec![
+                IpNet::parse("10.0.0.0/8").expect("net"),
+                IpNet::parse("192.168.0.1").expect("ip"),
+            ],
+            real_ip_header: "x-forwarded-for".into(),
+            real_ip_recursive: false,
+        };
+        let peer: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("192.168.0.1"));
+        let ip = |ca: &ClientAddress, h: &http::HeaderMap| real_ip(ca, peer, h).to_string();
+        // Not recursive: the last address, whoever it is.
+        assert_eq!(ip(&ca, &h), "192.168.0.1");
+        // Recursive: the last one that is not a trusted proxy.
+        ca.real_ip_recursive = true;
+        assert_eq!(ip(&ca, &h), "2.2.2.2");
+        // All trusted: the first; no header or garbage: the peer.
+        let mut all = http::HeaderMap::new();
+        all.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.1.1.1, 10.2.2.2"),
+        );
+        assert_eq!(ip(&ca, &all), "10.1.1.1");
+        assert_eq!(ip(&ca, &http::HeaderMap::new()), "10.0.0.1");
+        let mut junk = http::HeaderMap::new();
+        junk.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        ca.real_ip_recursive = false;
+        assert_eq!(ip(&ca, &junk), "10.0.0.1");
     }
 }
