@@ -334,6 +334,29 @@ async fn request_smuggling_shapes_are_refused_with_400() {
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all)).await;
     let text = String::from_utf8_lossy(&all);
     assert!(!text.contains("/echo/open/y"), "{text}");
+    // The guard stops reading at an upgrade; a refused upgrade closes the connection, so
+    // nothing sent behind it is served unchecked.
+    for upgrade in [
+        "GET /echo/ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        "GET /echo/open/x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+    ] {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        let behind = "GET /echo/open/smuggled HTTP/1.1\r\nHost: a\nX: y\r\n\r\n";
+        stream
+            .write_all(format!("{upgrade}{behind}").as_bytes())
+            .await
+            .expect("write");
+        let mut all = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut all)).await;
+        assert!(
+            read.is_ok(),
+            "the connection stayed open after a refused upgrade"
+        );
+        let text = String::from_utf8_lossy(&all);
+        assert!(!text.starts_with("HTTP/1.1 101"), "{text}");
+        assert!(!text.contains("/echo/open/smuggled"), "{text}");
+    }
     // A well-formed chunked body still goes through.
     let ok = "POST /echo/open/x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
               3\r\nabc\r\n0\r\n\r\n";
