@@ -577,6 +577,25 @@ async fn error_bodies_never_repeat_a_token_or_an_id_number() {
             assert!(!r.head.contains(secret), "{}: {}", r.status, r.head);
         }
     }
+    // The Admin API's refusals leave out a misplaced secret too.
+    let secret = "admin-api-misplaced-secret-0123456789";
+    for (method, path, body) in [
+        ("PATCH", "/filter-chains/kyc-status-chain", json!({"filters": [{"name": "kyc_jwt", "enabled": secret}]}).to_string()),
+        ("PATCH", "/filter-chains/kyc-status-chain", json!({"filters": [{"name": "kyc_jwt", "config": {"secret": "short", "issuer": 1, "audience": secret}}]}).to_string()),
+        ("POST", "/config", format!("_format_version: \"3.0\"\nservices: {secret}\n")),
+    ] {
+        let r = s
+            .http
+            .request(method.parse().expect("method"), s.admin(path))
+            .body(body)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .expect("admin request");
+        assert_eq!(r.status(), 400, "{method} {path}");
+        let text = r.text().await.expect("body");
+        assert!(!text.contains(secret), "{method} {path}: {text}");
+    }
     // A body that never arrives: 408 without the part that did.
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let partial = format!(
