@@ -92,8 +92,14 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
                 // nginx's client_header_timeout.
                 .header_read_timeout(header_timeout)
                 // The guard enforces the head limits first, with a JSON error; these are hyper's
-                // own, kept above them.
-                .max_buf_size(head_limits.max_head.saturating_mul(2).max(16 * 1024))
+                // own, kept above them (its read buffer also carries bodies: never below its
+                // default, 8 KiB + 100 × 4 KiB).
+                .max_buf_size(
+                    head_limits
+                        .max_head
+                        .saturating_mul(2)
+                        .max(8192 + 4096 * 100),
+                )
                 .max_headers(head_limits.max_headers + 1)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(Guarded::new(stream, head_limits)), service)
