@@ -8,11 +8,14 @@ pub mod access_log;
 pub mod admin;
 pub mod conf;
 pub mod declarative;
+pub mod guard;
 pub mod metrics;
+pub mod path;
 pub mod proxy;
 pub mod router;
 pub mod shm;
 pub mod wasm;
+pub mod websocket;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -30,7 +33,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::conf::KongConf;
+use crate::conf::{ClientAddress, KongConf, Limits};
 use crate::declarative::Declarative;
 use crate::metrics::Metrics;
 use crate::router::Plan;
@@ -53,6 +56,9 @@ pub struct Options {
     pub max_body_bytes: usize,
     /// Kong's `proxy_access_log`; `None` writes none.
     pub access_log: Option<PathBuf>,
+    /// The Admin API token (`Kong-Admin-Token` header). Required when `admin_listen` is not a
+    /// loopback address; when set, every Admin API request must carry it.
+    pub admin_token: Option<String>,
 }
 
 pub struct Edge {
@@ -64,6 +70,8 @@ pub struct Edge {
     pub client: Client<HttpConnector, Full<Bytes>>,
     resolve: HashMap<String, String>,
     pub max_body_bytes: usize,
+    pub limits: Limits,
+    pub client_address: ClientAddress,
     pub declarative_path: PathBuf,
     pub(crate) access_log: Option<access_log::AccessLog>,
     pub(crate) next_worker: AtomicUsize,
@@ -148,6 +156,14 @@ impl Drop for Running {
 }
 
 pub async fn start(options: Options) -> anyhow::Result<Running> {
+    let admin_token = options.admin_token.clone().filter(|t| !t.is_empty());
+    if !options.admin_listen.ip().is_loopback() && admin_token.is_none() {
+        anyhow::bail!(
+            "the Admin API listens on {}, beyond loopback: set an admin token \
+             (KYC_EDGE_ADMIN_TOKEN) or listen on 127.0.0.1",
+            options.admin_listen
+        );
+    }
     let shm = Arc::new(Shm::new(&options.kong_conf.shm_zones));
     let metrics = Arc::new(Metrics::new()?);
     let host = Arc::new(Host::load(
@@ -174,6 +190,8 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         client,
         resolve: options.resolve.clone(),
         max_body_bytes: options.max_body_bytes,
+        limits: options.kong_conf.limits.clone(),
+        client_address: options.kong_conf.client_address.clone(),
         declarative_path: options.declarative.clone(),
         access_log: options
             .access_log
@@ -201,7 +219,7 @@ pub async fn start(options: Options) -> anyhow::Result<Running> {
         .with_context(|| format!("binding the admin listener {}", options.admin_listen))?;
     let (proxy_addr, admin_addr) = (proxy.local_addr()?, admin.local_addr()?);
     let admin_task = {
-        let router = admin::router(Arc::clone(&edge));
+        let router = admin::router(Arc::clone(&edge), admin_token);
         tokio::spawn(async move {
             if let Err(e) = axum::serve(admin, router).await {
                 tracing::error!("admin listener stopped: {e}");

@@ -46,6 +46,12 @@ struct Args {
     /// Largest request body, in bytes (the edge buffers bodies, as nginx does).
     #[arg(long, default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Largest WebSocket frame a client may send, in bytes (larger: closed with 1009).
+    #[arg(long, default_value_t = 1 << 20)]
+    ws_max_frame_bytes: u64,
+    /// Largest WebSocket message (all its fragments) a client may send, in bytes.
+    #[arg(long, default_value_t = 1 << 20)]
+    ws_max_message_bytes: u64,
 }
 
 fn listen(
@@ -83,12 +89,14 @@ async fn serve(args: Args) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let kong_conf = if args.conf.exists() {
+    let mut kong_conf = if args.conf.exists() {
         KongConf::load(&args.conf)?
     } else {
         tracing::warn!("{} not found: no shm_kv zones", args.conf.display());
         KongConf::default()
     };
+    kong_conf.limits.ws_max_frame = args.ws_max_frame_bytes;
+    kong_conf.limits.ws_max_message = args.ws_max_message_bytes;
     let mut resolve = HashMap::new();
     for r in &args.resolve {
         let (host, addr) = r
@@ -114,6 +122,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
         resolve,
         max_body_bytes: args.max_body_bytes,
         access_log: (args.access_log != "off").then(|| args.access_log.into()),
+        // From the environment only, so it is not in a file or the process list.
+        admin_token: std::env::var("KYC_EDGE_ADMIN_TOKEN").ok(),
         kong_conf,
     };
     let running = kyc_edge::start(options).await?;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Body as _, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::Edge;
+use crate::guard::{Guarded, HeadLimits};
 use crate::router::Match;
 use crate::wasm::{Exchange, Failure, Flow, Header, Outcome, RequestInfo};
 
@@ -39,6 +40,14 @@ const HOP_BY_HOP: &[&str] = &[
 ];
 
 pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
+    let limits = edge.limits.clone();
+    let head_limits = HeadLimits::from(&limits);
+    let slots = Arc::new(tokio::sync::Semaphore::new(
+        limits
+            .worker_connections
+            .saturating_mul(edge.workers.count())
+            .min(tokio::sync::Semaphore::MAX_PERMITS),
+    ));
     loop {
         let (stream, client) = match listener.accept().await {
             Ok(conn) => conn,
@@ -48,6 +57,11 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
                 continue;
             }
         };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            // nginx closes connections beyond worker_connections; the edge says why first.
+            tokio::spawn(refuse_connection(stream));
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let edge = Arc::clone(&edge);
@@ -56,29 +70,88 @@ pub async fn serve(edge: Arc<Edge>, listener: TcpListener) {
             .connections_accepted
             .fetch_add(1, Ordering::Relaxed);
         edge.metrics.connections_active.inc();
+        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let service = service_fn(|req| {
+            let service = service_fn(|req: Request<Incoming>| {
                 let edge = Arc::clone(&edge);
-                async move { Ok::<_, Infallible>(handle(&edge, worker, client, local, req).await) }
+                // A refused upgrade closes the connection: the head guard stopped reading the
+                // stream when it saw the upgrade asked for.
+                let upgrade = req.headers().contains_key(header::UPGRADE)
+                    || *req.method() == http::Method::CONNECT;
+                async move {
+                    let mut resp = handle(&edge, worker, client, local, req).await;
+                    if upgrade && resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, Infallible>(resp)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 // nginx's client_header_timeout.
-                .header_read_timeout(Duration::from_secs(60))
+                .header_read_timeout(header_timeout)
+                // The guard enforces the head limits first, with a JSON error; these are hyper's
+                // own, kept above them (its read buffer also carries bodies: never below its
+                // default, 8 KiB + 100 × 4 KiB).
+                .max_buf_size(
+                    head_limits
+                        .max_head
+                        .saturating_mul(2)
+                        .max(8192 + 4096 * 100),
+                )
+                .max_headers(head_limits.max_headers + 1)
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Guarded::new(stream, head_limits)), service)
                 .with_upgrades();
             if let Err(e) = conn.await {
                 tracing::debug!("connection from {client}: {e}");
             }
             edge.metrics.connections_active.dec();
+            drop(slot);
         });
     }
+}
+
+/// A connection over the limit: a 503 and close.
+async fn refuse_connection(mut stream: TcpStream) {
+    use tokio::io::AsyncWriteExt as _;
+    let body = json!({
+        "message": "The gateway is at its connection limit",
+        "code": "TOO_MANY_CONNECTIONS",
+    })
+    .to_string();
+    let resp = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(resp.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// Kong's own error replies: JSON with a message and the request id.
 pub fn kong_error(status: StatusCode, message: &str, request_id: &str) -> Response<Body> {
     let body = json!({ "message": message, "request_id": request_id }).to_string();
+    error_response(status, body, request_id)
+}
+
+/// The edge's refusals of bad input: Kong's shape plus a stable `code`. The message names the
+/// rule broken, never the value sent.
+pub fn edge_error(
+    status: StatusCode,
+    code: &str,
+    message: &str,
+    request_id: &str,
+) -> Response<Body> {
+    let body = json!({ "message": message, "code": code, "request_id": request_id }).to_string();
+    error_response(status, body, request_id)
+}
+
+fn error_response(status: StatusCode, body: String, request_id: &str) -> Response<Body> {
     let mut resp = Response::new(full(body.into_bytes()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
@@ -200,11 +273,24 @@ async fn handle(
         .or_else(|| req.uri().authority().map(http::uri::Authority::as_str))
         .unwrap_or("")
         .to_owned();
-    let path = req.uri().path().to_owned();
-    let path_and_query = req
+    // The path as the client wrote it (the access log, X-Forwarded-Path, as Kong) and the one
+    // normalised form everything else uses: the router, the filters' :path, the upstream.
+    let raw_path = req.uri().path().to_owned();
+    let raw_path_and_query = req
         .uri()
         .path_and_query()
-        .map_or_else(|| path.clone(), |pq| pq.as_str().to_owned());
+        .map_or_else(|| raw_path.clone(), |pq| pq.as_str().to_owned());
+    // The client address: the peer, or from real_ip_header when the peer is a trusted proxy.
+    let peer = client;
+    let peer_trusted = edge.client_address.is_trusted(client.ip());
+    let client = if peer_trusted {
+        SocketAddr::new(
+            real_ip(&edge.client_address, client.ip(), req.headers()),
+            client.port(),
+        )
+    } else {
+        client
+    };
     let mut labels = Labels {
         service: String::new(),
         route: String::new(),
@@ -212,10 +298,36 @@ async fn handle(
         method: req.method().clone(),
         agent: req.headers().get(header::USER_AGENT).cloned(),
         referer: req.headers().get(header::REFERER).cloned(),
-        path_and_query: &path_and_query,
+        path_and_query: &raw_path_and_query,
         request_id: &request_id,
     };
-    let Some(m) = plan.route(req.method().as_str(), &host, &path) else {
+    // An already normal path (the usual case) is used as it is, without a copy.
+    let normalized = match crate::path::normalize(&raw_path) {
+        Ok(std::borrow::Cow::Borrowed(_)) => None,
+        Ok(std::borrow::Cow::Owned(p)) => {
+            let pq = match req.uri().query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p.clone(),
+            };
+            Some((p, pq))
+        }
+        Err(e) => {
+            edge.record(&labels, 400, false, started, None);
+            return edge_error(StatusCode::BAD_REQUEST, e.code(), e.message(), &request_id);
+        }
+    };
+    let (path, path_and_query) = normalized.as_ref().map_or(
+        (raw_path.as_str(), raw_path_and_query.as_str()),
+        |(p, pq)| (p.as_str(), pq.as_str()),
+    );
+    // Identity comes only from the filters: whatever a client sent under those names goes,
+    // on every route, before any filter runs.
+    for name in IDENTITY_HEADERS {
+        if req.headers().contains_key(name) {
+            req.headers_mut().remove(name);
+        }
+    }
+    let Some(m) = plan.route(req.method().as_str(), &host, path) else {
         edge.record(&labels, 404, false, started, None);
         return kong_error(
             StatusCode::NOT_FOUND,
@@ -246,7 +358,7 @@ async fn handle(
     if filtered {
         headers.reserve(parts.headers.len() + 5);
         headers.push((":method".into(), parts.method.as_str().as_bytes().to_vec()));
-        headers.push((":path".into(), path_and_query.clone().into_bytes()));
+        headers.push((":path".into(), path_and_query.as_bytes().to_vec()));
         headers.push((":authority".into(), host.clone().into_bytes()));
         headers.push((":scheme".into(), b"http".to_vec()));
         for (name, value) in &parts.headers {
@@ -304,16 +416,31 @@ async fn handle(
     // nginx buffers the whole request body before the body phase and the upstream.
     let mut body = Bytes::new();
     if has_body {
-        match Limited::new(incoming, edge.max_body_bytes).collect().await {
-            Ok(collected) => body = collected.to_bytes(),
-            Err(e) => {
-                let (status, message) = if e.is::<http_body_util::LengthLimitError>() {
-                    (StatusCode::PAYLOAD_TOO_LARGE, "Request size limit exceeded")
-                } else {
-                    (StatusCode::BAD_REQUEST, "Bad request")
-                };
-                edge.record(&labels, status.as_u16(), false, started, None);
-                return kong_error(status, message, &request_id);
+        match read_body(incoming, edge.max_body_bytes, edge.limits.body_timeout).await {
+            Ok(bytes) => body = bytes,
+            Err(BodyError::TooLarge) => {
+                edge.record(&labels, 413, false, started, None);
+                return kong_error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Request size limit exceeded",
+                    &request_id,
+                );
+            }
+            Err(BodyError::Timeout) => {
+                edge.record(&labels, 408, false, started, None);
+                let mut resp = edge_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "BODY_TIMEOUT",
+                    "The request body was not received in time",
+                    &request_id,
+                );
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return resp;
+            }
+            Err(BodyError::Broken) => {
+                edge.record(&labels, 400, false, started, None);
+                return kong_error(StatusCode::BAD_REQUEST, "Bad request", &request_id);
             }
         }
         if filtered {
@@ -327,9 +454,11 @@ async fn handle(
 
     let forwarded = Forwarded {
         client,
+        peer,
+        peer_trusted,
         local,
         original_host: &host,
-        original_path: &path,
+        original_path: &raw_path,
         websocket,
     };
     let built = if filtered {
@@ -337,7 +466,7 @@ async fn handle(
     } else {
         let target = UpstreamTarget {
             method: parts.method.as_str(),
-            path_and_query: &path_and_query,
+            path_and_query,
             authority: &host,
         };
         let mut headers = parts.headers;
@@ -475,10 +604,13 @@ async fn handle(
     if let (Some(client_up), Some(upstream_up)) = (client_upgrade, upstream_upgrade) {
         // After the upgrade, frames are tunnelled raw: no body callbacks (as in nginx), and the
         // filters' on_log runs when the tunnel closes.
+        let limits = crate::websocket::FrameLimits {
+            max_frame: edge.limits.ws_max_frame,
+            max_message: edge.limits.ws_max_message,
+        };
         tokio::spawn(async move {
             if let (Ok(c), Ok(u)) = (client_up.await, upstream_up.await) {
-                let (mut c, mut u) = (TokioIo::new(c), TokioIo::new(u));
-                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                crate::websocket::tunnel(TokioIo::new(c), TokioIo::new(u), limits).await;
             }
             drop(flow);
         });
@@ -607,7 +739,12 @@ struct UpstreamTarget<'a> {
 
 /// What the forwarding headers say about the client's request.
 struct Forwarded<'a> {
+    /// The client address (the peer's, or the real IP a trusted proxy gave).
     client: SocketAddr,
+    /// The connection's peer.
+    peer: SocketAddr,
+    /// The peer is in `trusted_ips`: its X-Forwarded-{Proto,Host,Port,Path} are kept (as Kong).
+    peer_trusted: bool,
     local: Option<SocketAddr>,
     original_host: &'a str,
     original_path: &'a str,
@@ -660,6 +797,8 @@ fn build_upstream<'h>(
     );
     let mut builder = Request::builder().method(target.method).uri(uri);
     let mut forwarded_for = None;
+    // From a trusted proxy: its X-Forwarded-Proto, -Host, -Port and -Path, in that order.
+    let mut from_proxy: [Option<&'h [u8]>; 4] = [None; 4];
     for (n, value) in headers {
         if n.starts_with(':') || n == "host" || n == "content-length" {
             continue;
@@ -672,6 +811,18 @@ fn build_upstream<'h>(
             continue;
         }
         if n.starts_with("x-forwarded-") || n == "x-real-ip" {
+            if fwd.peer_trusted {
+                let slot = match n {
+                    "x-forwarded-proto" => Some(0),
+                    "x-forwarded-host" => Some(1),
+                    "x-forwarded-port" => Some(2),
+                    "x-forwarded-path" => Some(3),
+                    _ => None,
+                };
+                if let Some(i) = slot {
+                    from_proxy[i] = Some(value);
+                }
+            }
             continue;
         }
         let n = HeaderName::from_bytes(n.as_bytes()).map_err(|e| format!("header {n}: {e}"))?;
@@ -685,22 +836,28 @@ fn build_upstream<'h>(
     } else {
         format!("{}:{}", service.host, service.port)
     };
+    // As Kong: a client's X-Forwarded-For gets the connection's peer appended; without one it is
+    // the client address. X-Real-IP is the client address (nginx's $remote_addr after realip).
     let ip = fwd.client.ip().to_string();
     let xff = match forwarded_for {
-        Some(prior) => format!("{prior}, {ip}"),
+        Some(prior) => format!("{prior}, {}", fwd.peer.ip()),
         None => ip.clone(),
     };
-    let port = fwd.local.map_or(0, |a| a.port());
+    let port = fwd.local.map_or(0, |a| a.port()).to_string();
+    let own: [&[u8]; 4] = [
+        b"http",
+        fwd.original_host.split(':').next().unwrap_or("").as_bytes(),
+        port.as_bytes(),
+        fwd.original_path.as_bytes(),
+    ];
+    let pick = |i: usize| from_proxy[i].unwrap_or(own[i]);
     builder = builder
         .header(header::HOST, host_header)
         .header("x-forwarded-for", xff)
-        .header("x-forwarded-proto", "http")
-        .header(
-            "x-forwarded-host",
-            fwd.original_host.split(':').next().unwrap_or(""),
-        )
-        .header("x-forwarded-port", port.to_string())
-        .header("x-forwarded-path", fwd.original_path)
+        .header("x-forwarded-proto", pick(0))
+        .header("x-forwarded-host", pick(1))
+        .header("x-forwarded-port", pick(2))
+        .header("x-forwarded-path", pick(3))
         .header("x-real-ip", ip);
     if fwd.websocket {
         builder = builder
@@ -778,4 +935,151 @@ fn pump(mut flow: Flow, mut upstream: Incoming, read_timeout: Duration) -> Body 
         rx.recv().await.map(|item| (item, rx))
     });
     StreamBody::new(stream).boxed()
+}
+
+/// Client-sent headers that would claim an identity or scopes: the names `kyc_jwt` removes and
+/// sets (`kong-plugins/kyc_jwt`'s `IDENTITY_HEADERS`). The edge removes them on every route,
+/// with or without that filter, so only a filter can put them on a request.
+pub const IDENTITY_HEADERS: [&str; 7] = [
+    "x-client-id",
+    "x-consumer-id",
+    "x-consumer-username",
+    "x-authenticated-scope",
+    "x-credential-identifier",
+    "x-kyc-client-id",
+    "x-kyc-scopes",
+];
+
+/// nginx's realip: the address in `real_ip_header` sent by a trusted peer. Not recursive, the
+/// last address in the header; recursive, the last one that is not itself trusted (the first
+/// when all are). A missing or unreadable header leaves the peer.
+fn real_ip(
+    ca: &crate::conf::ClientAddress,
+    peer: std::net::IpAddr,
+    headers: &http::HeaderMap,
+) -> std::net::IpAddr {
+    let mut addresses = headers
+        .get_all(ca.real_ip_header.as_str())
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .rev();
+    let parse = |a: &str| a.parse::<std::net::IpAddr>().ok();
+    if !ca.real_ip_recursive {
+        return addresses.next().and_then(parse).unwrap_or(peer);
+    }
+    let mut last = peer;
+    for a in addresses {
+        let Some(ip) = parse(a) else {
+            return last;
+        };
+        last = ip;
+        if !ca.is_trusted(ip) {
+            return ip;
+        }
+    }
+    last
+}
+
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Broken,
+}
+
+/// The whole request body, at most `limit` bytes, with at most `timeout` between two reads
+/// (nginx's client_body_timeout).
+async fn read_body(
+    mut body: Incoming,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError> {
+    let mut out: Option<Bytes> = None;
+    let mut more: Vec<u8> = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(timeout, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(Err(_))) => return Err(BodyError::Broken),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let len = out.as_ref().map_or(0, Bytes::len) + more.len() + data.len();
+        if len > limit {
+            return Err(BodyError::TooLarge);
+        }
+        // One chunk (the usual case) is kept as it is; more are joined.
+        match &out {
+            None if more.is_empty() => out = Some(data),
+            _ => {
+                if let Some(first) = out.take() {
+                    more.extend_from_slice(&first);
+                }
+                more.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(out.unwrap_or_else(|| Bytes::from(more)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stripped_identity_headers_are_the_ones_kyc_jwt_sets() {
+        let jwt = include_str!("../../kong-plugins/kyc_jwt/src/lib.rs");
+        assert!(
+            jwt.contains(&format!(
+                "IDENTITY_HEADERS: [&str; {}]",
+                IDENTITY_HEADERS.len()
+            )),
+            "kyc_jwt's list changed size: update IDENTITY_HEADERS"
+        );
+        for name in IDENTITY_HEADERS {
+            assert!(jwt.contains(&format!("\"{name}\"")), "{name}");
+        }
+    }
+
+    #[test]
+    fn the_real_ip_follows_nginx_realip() {
+        use crate::conf::{ClientAddress, IpNet};
+        let mut ca = ClientAddress {
+            trusted_ips: vec![
+                IpNet::parse("10.0.0.0/8").expect("net"),
+                IpNet::parse("192.168.0.1").expect("ip"),
+            ],
+            real_ip_header: "x-forwarded-for".into(),
+            real_ip_recursive: false,
+        };
+        let peer: std::net::IpAddr = "10.0.0.1".parse().expect("ip");
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        h.append("x-forwarded-for", HeaderValue::from_static("192.168.0.1"));
+        let ip = |ca: &ClientAddress, h: &http::HeaderMap| real_ip(ca, peer, h).to_string();
+        // Not recursive: the last address, whoever it is.
+        assert_eq!(ip(&ca, &h), "192.168.0.1");
+        // Recursive: the last one that is not a trusted proxy.
+        ca.real_ip_recursive = true;
+        assert_eq!(ip(&ca, &h), "2.2.2.2");
+        // All trusted: the first; no header or garbage: the peer.
+        let mut all = http::HeaderMap::new();
+        all.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("10.1.1.1, 10.2.2.2"),
+        );
+        assert_eq!(ip(&ca, &all), "10.1.1.1");
+        assert_eq!(ip(&ca, &http::HeaderMap::new()), "10.0.0.1");
+        let mut junk = http::HeaderMap::new();
+        junk.insert("x-forwarded-for", HeaderValue::from_static("not-an-ip"));
+        ca.real_ip_recursive = false;
+        assert_eq!(ip(&ca, &junk), "10.0.0.1");
+    }
 }

@@ -216,6 +216,7 @@ impl Stack {
             resolve: HashMap::new(),
             max_body_bytes: kyc_edge::DEFAULT_MAX_BODY_BYTES,
             access_log: Some(access_log.clone()),
+            admin_token: None,
         })
         .await
         .expect("edge starts");
