@@ -6,19 +6,26 @@ use common::TestApp;
 use kyc_service::kyc::model::{ReasonCode, Status};
 use serde_json::Value;
 
+/// A request of `kyc-client` for the seed's person, as the workflow stores it before any verdict.
+async fn insert_zhang_san(app: &TestApp) -> uuid::Uuid {
+    app.insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
+        .await
+}
+
+/// Records a verdict the way the workflow does; whether a row moved.
+async fn finish(app: &TestApp, id: uuid::Uuid, status: Status, reasons: &[ReasonCode]) -> bool {
+    app.state
+        .requests
+        .finish(id, status, reasons, &serde_json::json!({}))
+        .await
+        .expect("finish")
+}
+
 #[tokio::test]
 async fn a_client_sees_its_request_in_the_seed_shape() {
     let app = TestApp::spawn().await;
-    let id = app
-        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
-        .await;
-    assert!(
-        app.state
-            .requests
-            .finish(id, Status::Success, &[], &serde_json::json!({}))
-            .await
-            .expect("finish")
-    );
+    let id = insert_zhang_san(&app).await;
+    assert!(finish(&app, id, Status::Success, &[]).await);
     let token = app.access_token("kyc-client", "kyc-client-secret").await;
     let r = app
         .get(&format!("/api/v1/kyc/status/{id}"), Some(&token))
@@ -42,21 +49,8 @@ async fn a_client_sees_its_request_in_the_seed_shape() {
 #[tokio::test]
 async fn a_terminal_status_is_final() {
     let app = TestApp::spawn().await;
-    let id = app
-        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
-        .await;
-    assert!(
-        app.state
-            .requests
-            .finish(
-                id,
-                Status::Failed,
-                &[ReasonCode::FaceMismatch],
-                &serde_json::json!({})
-            )
-            .await
-            .expect("finish")
-    );
+    let id = insert_zhang_san(&app).await;
+    assert!(finish(&app, id, Status::Failed, &[ReasonCode::FaceMismatch]).await);
     assert!(
         !app.state
             .requests
@@ -92,9 +86,7 @@ async fn another_clients_unknown_and_malformed_ids_are_the_same_404() {
     let other_secret = app
         .create_client("other-client", &["kyc:read", "kyc:write"])
         .await;
-    let mine = app
-        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
-        .await;
+    let mine = insert_zhang_san(&app).await;
     let theirs = app
         .insert_request("other-client", "李四", "440524188001010014", "13900139000")
         .await;
@@ -138,9 +130,7 @@ async fn another_clients_unknown_and_malformed_ids_are_the_same_404() {
 #[tokio::test]
 async fn a_status_still_in_processing_is_never_served_stale() {
     let app = TestApp::spawn().await;
-    let id = app
-        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
-        .await;
+    let id = insert_zhang_san(&app).await;
     let token = app.access_token("kyc-client", "kyc-client-secret").await;
     let status = || async {
         let body: Value = app
@@ -153,13 +143,7 @@ async fn a_status_still_in_processing_is_never_served_stale() {
     };
     assert_eq!(status().await, "processing");
     assert_eq!(status().await, "processing");
-    assert!(
-        app.state
-            .requests
-            .finish(id, Status::Success, &[], &serde_json::json!({}))
-            .await
-            .expect("finish")
-    );
+    assert!(finish(&app, id, Status::Success, &[]).await);
     assert_eq!(status().await, "success", "the verdict shows at once");
     assert_eq!(status().await, "success", "and again, from the cache");
 }
@@ -168,21 +152,8 @@ async fn a_status_still_in_processing_is_never_served_stale() {
 async fn a_cached_terminal_status_is_still_refused_to_another_client() {
     let app = TestApp::spawn().await;
     let other_secret = app.create_client("other-client", &["kyc:read"]).await;
-    let id = app
-        .insert_request("kyc-client", "张三", "11010519491231002X", "13800138000")
-        .await;
-    assert!(
-        app.state
-            .requests
-            .finish(
-                id,
-                Status::Failed,
-                &[ReasonCode::FaceMismatch],
-                &serde_json::json!({})
-            )
-            .await
-            .expect("finish")
-    );
+    let id = insert_zhang_san(&app).await;
+    assert!(finish(&app, id, Status::Failed, &[ReasonCode::FaceMismatch]).await);
     let mine = app.access_token("kyc-client", "kyc-client-secret").await;
     let theirs = app.access_token("other-client", &other_secret).await;
     let path = format!("/api/v1/kyc/status/{id}");
