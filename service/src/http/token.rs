@@ -93,6 +93,23 @@ pub async fn issue(
     })?;
     let request = parse_body(&headers, &body, st.settings.http.json_max_depth)?;
     let basic = basic_credentials(&headers)?;
+    // PostgreSQL text cannot hold a NUL, so such an id names no client: it fails like an unknown
+    // one here, instead of as a database error (500) at the look-up.
+    let mut ids = request
+        .client_id
+        .iter()
+        .chain(basic.iter().map(|b| &b.client_id));
+    if ids.any(|id| id.contains('\0')) {
+        let code = OAuthErrorCode::InvalidClient;
+        st.metrics
+            .token_errors_total
+            .with_label_values(&[code.as_str()])
+            .inc();
+        return Err(AppError::OAuth {
+            code,
+            description: "client authentication failed",
+        });
+    }
     let result = oauth::token(&st.db, &st.tokens, request, basic).await;
     let (response, grant) = match result {
         Ok(ok) => ok,
