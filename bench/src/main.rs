@@ -5,7 +5,6 @@
 //! row names the command that produced it.
 
 mod loads;
-mod procs;
 mod report;
 mod run;
 mod tools;

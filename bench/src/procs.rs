@@ -47,6 +47,28 @@ impl Proc {
         Ok(())
     }
 
+    /// `kill -9`: the process gets no chance to finish anything; waits until it is gone.
+    pub fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.kill().context("SIGKILL")?;
+        self.child
+            .wait()
+            .context("waiting for the killed process")?;
+        Ok(())
+    }
+
+    /// SIGTERM (a graceful stop), then waits up to `grace` before SIGKILL.
+    pub fn terminate(&mut self, grace: Duration) -> anyhow::Result<()> {
+        run(Command::new("kill").args(["-TERM", &self.pid().to_string()]))?;
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if self.child.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9()
+    }
+
     /// Resident memory in KiB (VmRSS).
     pub fn rss_kib(&self) -> anyhow::Result<u64> {
         rss_kib(self.pid())

@@ -11,9 +11,9 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 
 use crate::loads::{self, Person};
-use crate::procs::{self, Proc};
 use crate::report::{self, Report, Verdict};
 use crate::tools::{self, LoadResult};
+use kyc_bench::procs::{self, Proc};
 
 const UPSTREAM: u16 = 18300;
 const NGINX_PROXY: u16 = 18200;

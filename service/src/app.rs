@@ -214,6 +214,12 @@ impl AppState {
         if let Err(e) = store::liveness::expire_stale(&self.db, self.abandon_after()).await {
             tracing::warn!(error = %e, "liveness session expiry failed");
         }
+        self.refresh_circuit_gauges();
+    }
+
+    /// Sets `vendor_circuit_state` from the breakers (at every scrape, so a breaker's opening
+    /// and closing show at once).
+    pub fn refresh_circuit_gauges(&self) {
         let v = &self.vendors;
         for (name, vendor) in [
             ("ocr", &v.ocr),

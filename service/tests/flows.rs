@@ -318,6 +318,11 @@ async fn a_down_vendor_opens_the_circuit_and_requests_then_fail_fast_as_error() 
         metrics.contains(r#"vendor_calls_total{outcome="circuit_open",vendor="face"} 1"#),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(r#"vendor_circuit_state{vendor="face"} 1"#)
+            && metrics.contains(r#"vendor_circuit_state{vendor="ocr"} 0"#),
+        "the scrape shows the open circuit at once, not after the next maintenance pass: {metrics}"
+    );
 }
 
 #[tokio::test]

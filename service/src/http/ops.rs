@@ -113,6 +113,7 @@ pub async fn metrics(State(st): State<AppState>) -> Response {
     m.redis_pool_connections
         .with_label_values(&["max"])
         .set(i64::try_from(max).unwrap_or(0));
+    st.refresh_circuit_gauges();
     let log_errors =
         crate::telemetry::logfile::WRITE_ERRORS.load(std::sync::atomic::Ordering::Relaxed);
     m.log_write_errors_total

@@ -102,6 +102,14 @@ pub(crate) fn store_error(e: &sqlx::Error) -> StoreError {
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolClosed => StoreError::Unavailable,
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict,
+        // Class 08 (connection exception) and 57P (the server is shutting down, crashed or not
+        // yet accepting connections): an outage, as a refused connection is.
+        sqlx::Error::Database(d)
+            if d.code()
+                .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+        {
+            StoreError::Unavailable
+        }
         sqlx::Error::Database(d) => {
             StoreError::Other(format!("database error {}", d.code().unwrap_or_default()))
         }

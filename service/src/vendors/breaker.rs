@@ -54,10 +54,17 @@ impl Breaker {
     /// dropped without one (the call was cancelled), it counts as a failure, so a half-open
     /// probe can never be lost.
     pub fn claim(&self) -> Option<Claim<'_>> {
-        self.allow().then_some(Claim {
-            breaker: self,
-            reported: false,
-        })
+        // Not `then_some`, which builds its argument first: a claim built for a refused call would
+        // be dropped unreported, count as a failure and keep an open circuit open for as long as
+        // calls keep coming.
+        if self.allow() {
+            Some(Claim {
+                breaker: self,
+                reported: false,
+            })
+        } else {
+            None
+        }
     }
 
     pub fn on_success(&self) {
@@ -138,6 +145,23 @@ mod tests {
         b.on_success();
         assert_eq!(b.gauge(), 0);
         assert!(b.allow() && b.allow());
+    }
+
+    #[test]
+    fn refused_calls_do_not_keep_the_circuit_open() {
+        let b = Breaker::new(1, Duration::from_millis(30));
+        b.claim().expect("closed").failure();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(25) {
+            assert!(b.claim().is_none(), "open: refused");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(35).saturating_sub(started.elapsed()));
+        let probe = b
+            .claim()
+            .expect("the pause ran from the failure, not from the refusals");
+        probe.success();
+        assert_eq!(b.gauge(), 0);
     }
 
     #[test]
