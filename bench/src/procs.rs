@@ -100,6 +100,9 @@ impl Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         // SIGTERM first: nginx's master stops its workers only on a signal it can catch.
         let _ = Command::new("kill")
             .args(["-TERM", &self.pid().to_string()])

@@ -196,10 +196,15 @@ fn outage_answers(
         .iter()
         .filter(|a| a.sent < end && a.done > fault_at)
         .collect();
-    let slowest = during
+    let mut latencies: Vec<Duration> = during
         .iter()
         .map(|a| a.done.saturating_sub(a.sent))
-        .max()
+        .collect();
+    latencies.sort();
+    let slowest = latencies.last().copied().unwrap_or_default();
+    let median = latencies
+        .get(latencies.len() / 2)
+        .copied()
         .unwrap_or_default();
     let refused = during
         .iter()
@@ -227,21 +232,26 @@ fn outage_answers(
         .collect();
     checks.push(Check::new(
         "during the outage: 503 with Retry-After, within the request timeout",
-        refused > 0 && bad.is_empty() && slowest <= REQUEST_TIMEOUT,
+        refused > 0 && bad.is_empty() && slowest <= REQUEST_TIMEOUT + ANSWER_MARGIN,
         format!(
-            "{} requests in flight, {refused} answered 503 with Retry-After, slowest {} ms \
-             (acquire timeout {} ms){}",
+            "{} requests in flight, {refused} answered 503 with Retry-After; median {} ms \
+             (acquire timeout {} ms), slowest {} ms (request timeout {} ms)",
             during.len(),
-            slowest.as_millis(),
+            median.as_millis(),
             ACQUIRE_TIMEOUT.as_millis(),
-            if bad.is_empty() {
-                String::new()
-            } else {
-                format!("; other answers: {}", bad.join(", "))
-            }
-        ),
+            slowest.as_millis(),
+            REQUEST_TIMEOUT.as_millis(),
+        ) + &if bad.is_empty() {
+            String::new()
+        } else {
+            format!("; other answers: {}", bad.join(", "))
+        },
     ));
 }
+
+/// A request cut off by the request timeout is answered then, plus the time its answer takes to
+/// cross the edge on a loaded machine.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 /// A liveness session through the edge, opened and left waiting for its first action; the close
 /// code it ends with (`None`: the connection ended without a close frame).
