@@ -14,6 +14,7 @@ use crate::loads::{self, Person};
 use crate::report::{self, Report, Verdict};
 use crate::tools::{self, LoadResult};
 use kyc_bench::procs::{self, Proc};
+use kyc_bench::seed::{self, jwt_secret};
 
 const UPSTREAM: u16 = 18300;
 const NGINX_PROXY: u16 = 18200;
@@ -96,17 +97,6 @@ impl Plan {
             }
         }
     }
-}
-
-fn jwt_secret() -> anyhow::Result<String> {
-    if let Ok(s) = std::env::var("DECK_KYC_JWT_SECRET") {
-        return Ok(s);
-    }
-    let text = std::fs::read_to_string("config.yaml").context("reading config.yaml")?;
-    text.lines()
-        .find_map(|l| l.trim().strip_prefix("jwt_secret:"))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .context("config.yaml has no security.jwt_secret")
 }
 
 fn psql(db: &str, sql: &str) -> anyhow::Result<String> {
@@ -695,21 +685,7 @@ impl Stack {
 
     /// A token from the service through the edge (the seed's section 2).
     async fn token(&self) -> anyhow::Result<String> {
-        let resp: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/api/v1/auth/token", self.base))
-            .json(&json!({
-                "client_id": "kyc-client", "client_secret": "kyc-client-secret",
-                "grant_type": "client_credentials", "scope": "kyc:read kyc:write"
-            }))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
-            .await?;
-        resp["access_token"]
-            .as_str()
-            .map(str::to_owned)
-            .context("no access_token")
+        seed::token(&self.base).await
     }
 
     /// Sets a chain's kyc_rate_limit through the Admin API, as an operator would.

@@ -44,35 +44,6 @@ struct Args {
     work: PathBuf,
 }
 
-/// The JWT secret the service signs with (config.yaml's), which the edge's kyc_jwt verifies.
-fn jwt_secret() -> anyhow::Result<String> {
-    let config =
-        std::fs::read_to_string("config.yaml").context("run from the repository's root")?;
-    let re = regex::Regex::new(r#"(?m)^\s*jwt_secret:\s*"([^"]+)""#)?;
-    Ok(re
-        .captures(&config)
-        .context("no security.jwt_secret in config.yaml")?[1]
-        .to_owned())
-}
-
-async fn token(base: &str) -> anyhow::Result<String> {
-    let v: serde_json::Value = reqwest::Client::new()
-        .post(format!("{base}/api/v1/auth/token"))
-        .json(&serde_json::json!({
-            "client_id": "kyc-client", "client_secret": "kyc-client-secret",
-            "grant_type": "client_credentials", "scope": "kyc:read kyc:write"
-        }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    v["access_token"]
-        .as_str()
-        .map(str::to_owned)
-        .context("no access_token")
-}
-
 fn print_table(rows: &[Row]) {
     println!();
     println!(
@@ -137,11 +108,11 @@ async fn run(args: Args) -> anyhow::Result<bool> {
     } else {
         args.only.clone()
     };
-    let secret = jwt_secret()?;
+    let secret = kyc_bench::seed::jwt_secret()?;
     let mut stack = Stack::start(&args.work, &args.bin_dir, &args.filters, secret).await?;
     let client = Client::new(
         &stack.base,
-        token(&stack.base).await?,
+        kyc_bench::seed::token(&stack.base).await?,
         &Payload::from_fixtures(&stack.fixtures)?,
     )?;
     let mut rows = Vec::new();
