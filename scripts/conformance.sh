@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # API conformance (issue #10 §5): schemathesis, pinned from PyPI, generates requests from the
-# OpenAPI document the service serves at /openapi.json (docs/openapi.json) and sends them through
-# the gateway with a valid token; it fails on any 5xx, and on any status code, content type,
-# header or body that the document does not describe. The operational endpoints (/health, /ready,
-# /metrics, /openapi.json, the JWKS), which the gateway does not route, are checked on the
+# OpenAPI document the gateway serves at /openapi.json (docs/openapi.json, from the service) and
+# sends them through the gateway with a valid token; it fails on any 5xx, and on any status code,
+# content type, header or body that the document does not describe. The operational endpoints
+# (/health, /ready, /metrics, the JWKS), which the gateway does not route, are checked on the
 # service itself.
 #
 # It starts a stack of its own on ports that neither scripts/run.sh nor scripts/bench.sh use
@@ -144,8 +144,8 @@ wait_ready $sandbox "$vendor/health" kyc-sandbox
 wait_ready $service "http://127.0.0.1:$SERVICE_PORT/ready" kyc-service
 wait_ready $edge "http://127.0.0.1:$EDGE_ADMIN_PORT/status" kyc-edge
 
-# The document the binary serves is the committed one.
-curl -fsS "http://127.0.0.1:$SERVICE_PORT/openapi.json" -o "$work/openapi.served.json"
+# The document the gateway serves (route `openapi` of declarative/kong.yaml) is the committed one.
+curl -fsS "http://127.0.0.1:$EDGE_PORT/openapi.json" -o "$work/openapi.served.json"
 cmp -s "$work/openapi.served.json" docs/openapi.json \
   || { echo "[conformance] /openapi.json differs from docs/openapi.json: rebuild kyc-service" >&2; exit 1; }
 
@@ -182,7 +182,7 @@ TOML
 echo '"00000000-0000-0000-0000-000000000000"' > "$work/kyc_request_ids.txt"
 "$bin/kyc-sandbox" fixtures --name 张三 --id 11010519491231002X --out "$work/fixtures" >/dev/null
 say "the seed's flow through the gateway, each answer checked against the document"
-KYC_CONFORMANCE_TOKEN=$token "$venv/bin/python" - "$work" "http://127.0.0.1:$SERVICE_PORT/openapi.json" \
+KYC_CONFORMANCE_TOKEN=$token "$venv/bin/python" - "$work" "http://127.0.0.1:$EDGE_PORT/openapi.json" \
   "http://127.0.0.1:$EDGE_PORT" <<'PY' || exit 1
 import os, sys
 from pathlib import Path
@@ -228,7 +228,7 @@ call("POST", "/api/v1/auth/token", 200, headers={}, media_type="application/x-ww
 (work / "kyc_request_ids.txt").write_text(f'"{v["request_id"]}"\n')
 PY
 
-schema="http://127.0.0.1:$SERVICE_PORT/openapi.json"
+schema="http://127.0.0.1:$EDGE_PORT/openapi.json"
 status=0
 run() {
   local name=$1 url=$2; shift 2
