@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
+use sha2::{Digest, Sha256};
 
 use crate::mask::{self, MaskRule};
 
@@ -177,25 +178,64 @@ pub struct Jwk {
     pub key: PublicKey,
 }
 
-/// The HS256 shared secret. Its `Debug` never shows the bytes.
+/// An HS256 shared secret and the `kid` kyc-service gives the tokens it signs with it. Its `Debug`
+/// never shows the bytes.
 #[derive(Clone, PartialEq, Eq)]
-pub struct HmacSecret(Vec<u8>);
+pub struct HmacSecret {
+    bytes: Vec<u8>,
+    kid: String,
+}
 
 impl HmacSecret {
     /// At least 32 bytes, as RFC 7518 section 3.2 requires for HS256.
     pub const MIN_LEN: usize = 32;
 
+    /// Wraps the secret's bytes and derives its `kid` (once, here, not per request).
+    fn new(bytes: Vec<u8>) -> Self {
+        let kid = hs256_kid(&bytes);
+        Self { bytes, kid }
+    }
+
     /// The secret's bytes, for keying the MAC.
     #[must_use]
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        &self.bytes
+    }
+
+    /// The `kid` of tokens signed with this secret: `hs256-` and the first 16 hex digits of
+    /// SHA-256 over `kid:` and the secret, as kyc-service derives it. It reveals nothing usable
+    /// about the secret (every token carries it anyway).
+    #[must_use]
+    pub fn kid(&self) -> &str {
+        &self.kid
     }
 }
 
 impl fmt::Debug for HmacSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "HmacSecret({} bytes, redacted)", self.0.len())
+        write!(
+            f,
+            "HmacSecret({}, {} bytes, redacted)",
+            self.kid,
+            self.bytes.len()
+        )
     }
+}
+
+/// kyc-service's `hs256_kid` (`service/src/auth/tokens.rs`): the two must agree byte for byte, or
+/// a rotated token would find no key at the gateway.
+fn hs256_kid(secret: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = Sha256::new()
+        .chain_update(b"kid:")
+        .chain_update(secret)
+        .finalize();
+    let mut kid = String::with_capacity(22);
+    kid.push_str("hs256-");
+    for byte in &digest[..8] {
+        let _ = write!(kid, "{byte:02x}");
+    }
+    kid
 }
 
 /// Configuration of `kyc_jwt`. See the README for the JSON form.
@@ -203,8 +243,13 @@ impl fmt::Debug for HmacSecret {
 pub struct JwtConfig {
     /// The algorithms a token may use; anything else (and `none`) is refused. Default `["HS256"]`.
     pub algorithms: Vec<Algorithm>,
-    /// The HS256 secret (`secret` as UTF-8 text, or `secret_base64url` for binary secrets).
+    /// The current HS256 secret (`secret` as UTF-8 text, or `secret_base64url` for binary
+    /// secrets): the one kyc-service signs with.
     pub secret: Option<HmacSecret>,
+    /// Earlier HS256 secrets kept through a rotation (`previous_secrets` as text, then
+    /// `previous_secrets_base64url`). They only verify tokens whose `kid` names them; see
+    /// [`JwtConfig::hs256_secret`]. Never set without `secret`. Default none.
+    pub previous_secrets: Vec<HmacSecret>,
     /// The public keys for EdDSA and ES256, from the inline `jwks`.
     pub keys: Vec<Jwk>,
     /// When set, a token's `iss` must equal it.
@@ -242,6 +287,20 @@ impl JwtConfig {
     pub fn allows(&self, alg: Algorithm) -> bool {
         self.algorithms.contains(&alg)
     }
+
+    /// The one HS256 secret that may verify a token with this `kid`: the configured secret,
+    /// current or previous, whose derived kid it is; otherwise (no `kid`, or one naming none of
+    /// them) the current secret. `None` when no secret is configured. Only this secret is tried.
+    #[must_use]
+    pub fn hs256_secret(&self, kid: Option<&str>) -> Option<&HmacSecret> {
+        let current = self.secret.as_ref()?;
+        let named = kid.and_then(|kid| {
+            std::iter::once(current)
+                .chain(&self.previous_secrets)
+                .find(|s| s.kid() == kid)
+        });
+        Some(named.unwrap_or(current))
+    }
 }
 
 #[derive(Deserialize)]
@@ -253,6 +312,10 @@ struct RawJwtConfig {
     secret: Option<String>,
     #[serde(default)]
     secret_base64url: Option<String>,
+    #[serde(default)]
+    previous_secrets: Option<SecretList>,
+    #[serde(default)]
+    previous_secrets_base64url: Option<SecretList>,
     #[serde(default)]
     jwks: Option<RawJwks>,
     #[serde(default)]
@@ -288,6 +351,45 @@ fn default_token_type() -> Option<String> {
 
 fn default_realm() -> String {
     "kyc".to_owned()
+}
+
+/// A list of secrets. serde's own message for a single string where the list belongs (an easy slip
+/// in YAML) would repeat the string, that is the secret; this one does not.
+struct SecretList(Vec<String>);
+
+impl<'de> Deserialize<'de> for SecretList {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = SecretList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of strings")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<SecretList, E> {
+                Err(E::invalid_type(
+                    serde::de::Unexpected::Other("a single string (not shown)"),
+                    &self,
+                ))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<SecretList, A::Error> {
+                let mut secrets = Vec::new();
+                while let Some(secret) = seq.next_element::<String>()? {
+                    secrets.push(secret);
+                }
+                Ok(SecretList(secrets))
+            }
+        }
+
+        // deserialize_any: serde_json's deserialize_seq reports a string itself, quoting it.
+        de.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -330,23 +432,42 @@ impl RawJwtConfig {
             None => Vec::new(),
         };
         let secret = self.secret()?;
-        if let (Some(secret), Some(jwks)) = (&secret, &self.jwks) {
-            // An operator who pastes a public key as the HS256 secret lets anyone mint tokens.
-            if jwks
-                .keys
-                .iter()
-                .any(|k| k.public_material_equals(secret.expose()))
-            {
-                return Err(ConfigError::new(
-                    "secret",
-                    "is one of the public keys in jwks; an HS256 secret must be secret",
-                ));
+        let previous = self.previous_secrets()?;
+        if let Some(jwks) = &self.jwks {
+            // An operator who pastes a public key as an HS256 secret lets anyone mint tokens.
+            let current = secret.iter().map(|s| ("secret", s));
+            for (field, hmac) in current.chain(previous.iter().map(|(f, s)| (f.as_str(), s))) {
+                if jwks
+                    .keys
+                    .iter()
+                    .any(|k| k.public_material_equals(hmac.expose()))
+                {
+                    return Err(ConfigError::new(
+                        field,
+                        "is one of the public keys in jwks; an HS256 secret must be secret",
+                    ));
+                }
             }
         }
         if algorithms.contains(&Algorithm::HS256) && secret.is_none() {
             return Err(ConfigError::new(
                 "secret",
                 "is required when algorithms include HS256",
+            ));
+        }
+        if secret.is_none() && !previous.is_empty() {
+            let list = if self
+                .previous_secrets
+                .as_ref()
+                .is_some_and(|l| !l.0.is_empty())
+            {
+                "previous_secrets"
+            } else {
+                "previous_secrets_base64url"
+            };
+            return Err(ConfigError::new(
+                list,
+                "needs secret or secret_base64url: previous secrets only verify beside a current one",
             ));
         }
         for (alg, kind) in [
@@ -408,6 +529,7 @@ impl RawJwtConfig {
         Ok(JwtConfig {
             algorithms,
             secret,
+            previous_secrets: previous.into_iter().map(|(_, s)| s).collect(),
             keys,
             issuer: self.issuer,
             audience: self.audience,
@@ -421,34 +543,59 @@ impl RawJwtConfig {
     }
 
     fn secret(&self) -> Result<Option<HmacSecret>, ConfigError> {
-        let (field, bytes) = match (&self.secret, &self.secret_base64url) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
-                    "secret_base64url",
-                    "set either secret or secret_base64url, not both",
-                ));
-            }
-            (Some(text), None) => ("secret", text.as_bytes().to_vec()),
-            (None, Some(b64)) => (
+        match (&self.secret, &self.secret_base64url) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
                 "secret_base64url",
-                URL_SAFE_NO_PAD
-                    .decode(b64.trim_end_matches('='))
-                    .map_err(|_| ConfigError::new("secret_base64url", "is not base64url"))?,
-            ),
-            (None, None) => return Ok(None),
-        };
-        if bytes.len() < HmacSecret::MIN_LEN {
-            return Err(ConfigError::new(
-                field,
-                format!(
-                    "must be at least {} bytes long (got {})",
-                    HmacSecret::MIN_LEN,
-                    bytes.len()
-                ),
-            ));
+                "set either secret or secret_base64url, not both",
+            )),
+            (Some(text), None) => hmac_secret("secret", text, false).map(Some),
+            (None, Some(b64)) => hmac_secret("secret_base64url", b64, true).map(Some),
+            (None, None) => Ok(None),
         }
-        Ok(Some(HmacSecret(bytes)))
     }
+
+    /// The previous secrets, text ones first, each with the field it came from.
+    fn previous_secrets(&self) -> Result<Vec<(String, HmacSecret)>, ConfigError> {
+        let mut out = Vec::new();
+        for (list, values, is_base64url) in [
+            ("previous_secrets", &self.previous_secrets, false),
+            (
+                "previous_secrets_base64url",
+                &self.previous_secrets_base64url,
+                true,
+            ),
+        ] {
+            for (i, value) in values.iter().flat_map(|l| &l.0).enumerate() {
+                let field = format!("{list}[{i}]");
+                let secret = hmac_secret(&field, value, is_base64url)?;
+                out.push((field, secret));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Decodes one HS256 secret (UTF-8 text, or base64url bytes with optional padding) and checks its
+/// length. Errors name `field` and never contain the value.
+fn hmac_secret(field: &str, value: &str, base64url: bool) -> Result<HmacSecret, ConfigError> {
+    let bytes = if base64url {
+        URL_SAFE_NO_PAD
+            .decode(value.trim_end_matches('='))
+            .map_err(|_| ConfigError::new(field, "is not base64url"))?
+    } else {
+        value.as_bytes().to_vec()
+    };
+    if bytes.len() < HmacSecret::MIN_LEN {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "must be at least {} bytes long (got {})",
+                HmacSecret::MIN_LEN,
+                bytes.len()
+            ),
+        ));
+    }
+    Ok(HmacSecret::new(bytes))
 }
 
 fn parse_algorithms(names: &[String]) -> Result<Vec<Algorithm>, ConfigError> {
@@ -918,6 +1065,9 @@ mod tests {
     const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
     const EC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
     const EC_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+    /// RFC 7515 appendix A.1's HS256 key: 64 bytes, unpadded base64url.
+    const B64_SECRET: &str =
+        "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
 
     fn jwt(json: &str) -> Result<JwtConfig, ConfigError> {
         JwtConfig::from_json(json.as_bytes())
@@ -1055,6 +1205,92 @@ mod tests {
     }
 
     #[test]
+    fn each_secret_gets_the_kid_kyc_service_gives_its_tokens() {
+        // hs256- and 16 hex digits of SHA-256("kid:" || secret), computed independently:
+        // python3 -c 'import hashlib; print(hashlib.sha256(b"kid:" + SECRET).hexdigest()[:16])'
+        let cfg = jwt(&format!(
+            r#"{{"secret":"{SECRET}","previous_secrets":["the-rotated-jwt-secret-of-at-least-32-bytes"]}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            cfg.secret.as_ref().map(HmacSecret::kid),
+            Some("hs256-0dc52c4ece8f8482")
+        );
+        assert_eq!(cfg.previous_secrets.len(), 1);
+        assert_eq!(cfg.previous_secrets[0].kid(), "hs256-a8ef0fa17668fb68");
+    }
+
+    #[test]
+    fn previous_secrets_are_checked_like_the_secret_and_never_echoed() {
+        const OLD: &str = "the-previous-jwt-secret-of-at-least-32-bytes";
+        let with = |extra: &str| jwt(&format!(r#"{{"secret":"{SECRET}",{extra}}}"#));
+        let cfg = with(&format!(
+            r#""previous_secrets":["{OLD}"],"previous_secrets_base64url":["{B64_SECRET}"]"#
+        ))
+        .expect("valid");
+        assert_eq!(cfg.previous_secrets.len(), 2);
+        assert_eq!(cfg.previous_secrets[0].expose(), OLD.as_bytes());
+        assert_eq!(cfg.previous_secrets[1].expose().len(), 64);
+        let debug = format!("{cfg:?}");
+        for secret in [SECRET, OLD, "AyM1"] {
+            assert!(
+                !debug.contains(secret),
+                "Debug must not print a secret: {debug}"
+            );
+        }
+        for empty in [r#""previous_secrets":[]"#, r#""previous_secrets":null"#] {
+            assert!(with(empty).expect("valid").previous_secrets.is_empty());
+        }
+
+        let leaked = "too-short-a-previous-secret";
+        let refusals = [
+            (
+                format!(r#""previous_secrets":["{OLD}","{leaked}"]"#),
+                "previous_secrets[1]",
+            ),
+            (
+                format!(r#""previous_secrets":"{leaked}-{OLD}""#),
+                "previous_secrets",
+            ),
+            (
+                format!(r#""previous_secrets":["{OLD}",5]"#),
+                "previous_secrets[1]",
+            ),
+            (
+                format!(r#""previous_secrets_base64url":["{leaked}%%"]"#),
+                "previous_secrets_base64url[0]",
+            ),
+            (
+                r#""previous_secrets_base64url":["AAAA"]"#.to_owned(),
+                "previous_secrets_base64url[0]",
+            ),
+            (format!(r#""previous_secret":["{OLD}"]"#), "previous_secret"),
+        ];
+        for (extra, field) in refusals {
+            let e = with(&extra).expect_err("refused");
+            assert_eq!(e.field, field, "{extra}");
+            for secret in [leaked, OLD, SECRET] {
+                assert!(!e.to_string().contains(secret), "never echo a secret: {e}");
+            }
+        }
+
+        // Previous secrets only verify beside a current one.
+        let ed_only = format!(
+            r#"{{"algorithms":["EdDSA"],"jwks":{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{ED_X}"}}]}},"#
+        );
+        let e = jwt(&format!(r#"{ed_only}"previous_secrets":["{OLD}"]}}"#)).expect_err("refused");
+        assert_eq!(e.field, "previous_secrets");
+        assert!(!e.to_string().contains(OLD), "{e}");
+        assert_eq!(
+            err_field(jwt(&format!(
+                r#"{ed_only}"previous_secrets_base64url":["{B64_SECRET}"]}}"#
+            ))),
+            "previous_secrets_base64url"
+        );
+        assert!(jwt(&format!(r#"{ed_only}"previous_secrets":[]}}"#)).is_ok());
+    }
+
+    #[test]
     fn a_binary_secret_can_be_given_in_base64url() {
         let cfg = jwt(r#"{"secret_base64url":"AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow"}"#)
             .expect("valid");
@@ -1077,6 +1313,19 @@ mod tests {
                 "jwks":{{"keys":[{{"kty":"EC","crv":"P-256","x":"{EC_X}","y":"{EC_Y}"}}]}}}}"#
         );
         assert_eq!(err_field(jwt(&x_as_bytes)), "secret");
+        let x_as_previous = format!(
+            r#"{{"algorithms":["HS256","ES256"],"secret":"{SECRET}","previous_secrets_base64url":["{EC_X}"],
+                "jwks":{{"keys":[{{"kty":"EC","crv":"P-256","x":"{EC_X}","y":"{EC_Y}"}}]}}}}"#
+        );
+        assert_eq!(
+            err_field(jwt(&x_as_previous)),
+            "previous_secrets_base64url[0]"
+        );
+        let y_as_previous = format!(
+            r#"{{"algorithms":["HS256","ES256"],"secret":"{SECRET}","previous_secrets":["{SECRET}x","{EC_Y}"],
+                "jwks":{{"keys":[{{"kty":"EC","crv":"P-256","x":"{EC_X}","y":"{EC_Y}"}}]}}}}"#
+        );
+        assert_eq!(err_field(jwt(&y_as_previous)), "previous_secrets[1]");
     }
 
     #[test]

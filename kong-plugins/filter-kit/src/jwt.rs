@@ -7,7 +7,8 @@
 //! [`TokenCache`] spares a worker verifying the same asymmetric token on every request.
 //!
 //! Only what the config allows verifies: `alg` must be on the allow-list (`none` never is), an
-//! HS256 token is checked only against the configured secret (never against a public key), and an
+//! HS256 token is checked against exactly one configured secret (never against a public key): the
+//! one, current or previous, whose derived `kid` the token names, else the current one; and an
 //! EdDSA or ES256 token only against JWKS keys of its own type, chosen by `kid` when it has one.
 
 use std::borrow::Cow;
@@ -601,7 +602,8 @@ fn verify_signature(
 ) -> Result<(), JwtError> {
     match alg {
         Algorithm::HS256 => {
-            let secret = cfg.secret.as_ref().ok_or(JwtError::UnknownKey)?;
+            // One secret, chosen by kid (falling back to the current one), never a trial of all.
+            let secret = cfg.hs256_secret(kid).ok_or(JwtError::UnknownKey)?;
             let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose())
                 .map_err(|_| JwtError::UnknownKey)?;
             mac.update(signing_input);
@@ -956,6 +958,102 @@ mod tests {
         let no_kid = r#"{"alg":"EdDSA","typ":"at+jwt"}"#;
         assert!(verify(&cfg, &ed(&ed_key(), no_kid, &claims), NOW).is_ok());
         assert!(verify(&cfg, &ed(&other, no_kid, &claims), NOW).is_ok());
+    }
+
+    /// The secret kyc-service signed with before the rotation (the current one is [`SECRET`]).
+    const OLD_SECRET: &str = "the-previous-jwt-secret-of-at-least-32-bytes";
+
+    /// The gateway mid-rotation: `secret` is the new key, `previous_secrets` the old one.
+    fn rotating_cfg(previous: &[&str]) -> JwtConfig {
+        let json = serde_json::json!({
+            "secret": SECRET, "previous_secrets": previous,
+            "issuer": "kyc-service", "audience": "kyc-api",
+        });
+        JwtConfig::from_json(json.to_string().as_bytes()).expect("valid test config")
+    }
+
+    fn hs_with_kid(secret: &str, kid: Option<&str>) -> String {
+        let header = match kid {
+            Some(kid) => format!(r#"{{"alg":"HS256","typ":"at+jwt","kid":"{kid}"}}"#),
+            None => r#"{"alg":"HS256","typ":"at+jwt"}"#.to_owned(),
+        };
+        hs(secret.as_bytes(), &header, &claims_at(NOW))
+    }
+
+    fn kid_of(secret: &str) -> String {
+        let cfg =
+            JwtConfig::from_json(format!(r#"{{"secret":"{secret}"}}"#).as_bytes()).expect("valid");
+        cfg.secret.expect("a secret").kid().to_owned()
+    }
+
+    #[test]
+    fn a_token_signed_with_a_previous_secret_verifies_while_it_is_listed() {
+        let cfg = rotating_cfg(&[OLD_SECRET]);
+        let (old_kid, new_kid) = (kid_of(OLD_SECRET), kid_of(SECRET));
+        let old = hs_with_kid(OLD_SECRET, Some(&old_kid));
+        let new = hs_with_kid(SECRET, Some(&new_kid));
+        assert_eq!(
+            verify(&cfg, &old, NOW).map(|id| id.client_id).as_deref(),
+            Ok("kyc-client")
+        );
+        assert!(verify(&cfg, &new, NOW).is_ok());
+        // As kyc-service mints them (jsonwebtoken), with the kid it derives.
+        let minted = minted_by_service(
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(OLD_SECRET.as_bytes()),
+            &old_kid,
+        );
+        assert!(authenticate(&cfg, Some(&format!("Bearer {minted}")), None, NOW).is_ok());
+    }
+
+    #[test]
+    fn a_token_of_a_removed_secret_is_refused() {
+        let old = hs_with_kid(OLD_SECRET, Some(&kid_of(OLD_SECRET)));
+        assert!(verify(&rotating_cfg(&[OLD_SECRET]), &old, NOW).is_ok());
+        assert_eq!(err(&rotating_cfg(&[]), &old), JwtError::BadSignature);
+        let another = "yet-another-secret-that-is-at-least-32-bytes";
+        assert_eq!(err(&rotating_cfg(&[another]), &old), JwtError::BadSignature);
+    }
+
+    #[test]
+    fn the_kid_selects_the_one_secret_that_may_verify() {
+        let cfg = rotating_cfg(&[OLD_SECRET]);
+        let (old_kid, new_kid) = (kid_of(OLD_SECRET), kid_of(SECRET));
+        // Correctly signed, but with the other configured secret than the kid names: no second try.
+        assert_eq!(
+            err(&cfg, &hs_with_kid(SECRET, Some(&old_kid))),
+            JwtError::BadSignature
+        );
+        assert_eq!(
+            err(&cfg, &hs_with_kid(OLD_SECRET, Some(&new_kid))),
+            JwtError::BadSignature
+        );
+        assert_eq!(
+            cfg.hs256_secret(Some(&old_kid))
+                .map(crate::config::HmacSecret::expose),
+            Some(OLD_SECRET.as_bytes())
+        );
+        assert_eq!(
+            cfg.hs256_secret(Some(&new_kid))
+                .map(crate::config::HmacSecret::expose),
+            Some(SECRET.as_bytes())
+        );
+    }
+
+    #[test]
+    fn a_token_without_a_kid_or_naming_no_secret_is_checked_with_the_current_secret_only() {
+        let cfg = rotating_cfg(&[OLD_SECRET]);
+        for kid in [None, Some("hs256-0123456789abcdef"), Some("ed-1"), Some("")] {
+            assert!(
+                verify(&cfg, &hs_with_kid(SECRET, kid), NOW).is_ok(),
+                "{kid:?}"
+            );
+            assert_eq!(
+                err(&cfg, &hs_with_kid(OLD_SECRET, kid)),
+                JwtError::BadSignature,
+                "{kid:?}: a previous secret verifies only the tokens whose kid names it"
+            );
+        }
     }
 
     #[test]

@@ -27,6 +27,8 @@ const SECRET: &str = "your-secret-key-here-must-be-32-bytes-long";
 const ED_X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
 const EC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
 const EC_Y: &str = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0";
+/// A previous HS256 secret, kept through a rotation.
+const OLD_SECRET: &str = "the-previous-jwt-secret-of-at-least-32-bytes";
 /// 64 random bytes, unpadded base64url (RFC 7515 appendix A.1's HS256 key).
 const B64_SECRET: &str =
     "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
@@ -273,7 +275,7 @@ fn the_declared_secret_is_a_deck_template_never_a_literal() {
 }
 
 /// `(filter, accepted, config)`: accepted by both the schema and the parser, or refused by both.
-/// `$SECRET`, `$B64`, `$ED_X`, `$EC_X` and `$EC_Y` are replaced by the constants above.
+/// `$SECRET`, `$OLD`, `$B64`, `$ED_X`, `$EC_X` and `$EC_Y` are replaced by the constants above.
 #[rustfmt::skip] // one fixture a line reads as a table
 const FIXTURES: &[(Filter, bool, &str)] = &[
     // --- kyc_rate_limit -------------------------------------------------------------------------
@@ -384,6 +386,26 @@ const FIXTURES: &[(Filter, bool, &str)] = &[
     (Jwt, false, r#"{"secret_base64url":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"}"#),
     (Jwt, false, r#"{"secret_base64url":"$B64+/"}"#),
     (Jwt, false, r#"{"secret_base64url":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#),
+    // Previous secrets (a rotation).
+    (Jwt, true, r#"{"secret":"$SECRET","previous_secrets":["$OLD"]}"#),
+    (Jwt, true, r#"{"secret":"$SECRET","previous_secrets":["$OLD","ééééééééééééééééé"],"previous_secrets_base64url":["$B64","$B64=="]}"#),
+    (Jwt, true, r#"{"secret_base64url":"$B64","previous_secrets":["$OLD"]}"#),
+    (Jwt, true, r#"{"secret":"$SECRET","previous_secrets":[],"previous_secrets_base64url":null}"#),
+    (Jwt, true, r#"{"algorithms":["EdDSA"],"jwks":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"$ED_X"}]},"previous_secrets":[],"previous_secrets_base64url":[]}"#),
+    (Jwt, true, r#"{"algorithms":["HS256","EdDSA"],"secret":"$SECRET","previous_secrets":["$OLD"],"jwks":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"$ED_X","kid":"ed"}]}}"#),
+    (Jwt, false, r#"{"previous_secrets":["$OLD"]}"#),
+    (Jwt, false, r#"{"algorithms":["EdDSA"],"jwks":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"$ED_X"}]},"previous_secrets":["$OLD"]}"#),
+    (Jwt, false, r#"{"algorithms":["EdDSA"],"jwks":{"keys":[{"kty":"OKP","crv":"Ed25519","x":"$ED_X"}]},"previous_secrets_base64url":["$B64"]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets":"$OLD"}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets":["$OLD","too-short"]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets":["0123456789012345678901234567890"]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets":[12345678901234567890123456789012345]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets":[null]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets_base64url":["AAAA"]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets_base64url":["$B64+/"]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets_base64url":["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB"]}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secrets_base64url":"$B64"}"#),
+    (Jwt, false, r#"{"secret":"$SECRET","previous_secret":["$OLD"]}"#),
     // JWKS.
     (Jwt, false, r#"{"secret":"$SECRET","jwks":{}}"#),
     (Jwt, false, r#"{"secret":"$SECRET","jwks":{"keys":[{"x":"$ED_X"}]}}"#),
@@ -449,6 +471,16 @@ const PARSER_ONLY: &[(Filter, &str, &str)] = &[
     ),
     (
         Jwt,
+        r#"{"secret":"$SECRET","previous_secrets":["éééééééé"]}"#,
+        "a non-ASCII previous secret's length in bytes (the schema counts characters)",
+    ),
+    (
+        Jwt,
+        r#"{"algorithms":["HS256","ES256"],"secret":"$SECRET","previous_secrets":["$EC_Y"],"jwks":{"keys":[{"kty":"EC","crv":"P-256","x":"$EC_X","y":"$EC_Y"}]}}"#,
+        "a previous HS256 secret equal to a JWKS public key (equality between fields)",
+    ),
+    (
+        Jwt,
         r#"{"algorithms":["ES256"],"jwks":{"keys":[{"kty":"EC","crv":"P-256","x":"$EC_X","y":"$EC_X"}]}}"#,
         "x and y must be a point on P-256 (arithmetic)",
     ),
@@ -462,6 +494,7 @@ const PARSER_ONLY: &[(Filter, &str, &str)] = &[
 fn fixture(json: &str) -> Value {
     let json = json
         .replace("$SECRET", SECRET)
+        .replace("$OLD", OLD_SECRET)
         .replace("$B64", B64_SECRET)
         .replace("$ED_X", ED_X)
         .replace("$EC_X", EC_X)
