@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# kyc-vision's tests read real cards with the real models: install them (a no-op when verified).
+bash scripts/install-vision.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "[test] installing cargo-nextest"

@@ -1,0 +1,176 @@
+//! `kyc-vision`: serve the vendor contract, write fixtures, or read one card.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "kyc-vision: an on-premises ID-card reader behind the KYC vendor contract"
+)]
+struct Cli {
+    /// The models directory (default: $KYC_VISION_MODELS, else vision/models).
+    #[arg(long, global = true)]
+    models: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the vendor contract (POST /v1/idcard/ocr, /health, /ready).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9200")]
+        listen: std::net::SocketAddr,
+        /// An accepted X-Api-Key (repeatable). Default: the seed's ocr-api-key.
+        #[arg(long = "api-key", value_name = "KEY")]
+        api_keys: Vec<String>,
+        /// Inference workers, each with its own models.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+        /// ONNX Runtime threads per model.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Requests waiting beyond those running; more answer 429 with Retry-After.
+        #[arg(long, default_value_t = 4)]
+        queue: usize,
+        /// Largest image side accepted, checked in the header before decoding.
+        #[arg(long, default_value_t = 8192)]
+        max_side: u32,
+        /// Largest image, in pixels, checked in the header before decoding.
+        #[arg(long, default_value_t = 40_000_000)]
+        max_pixels: u64,
+    },
+    /// Read one card image and print the answer as JSON.
+    Read {
+        image: PathBuf,
+        #[arg(long, default_value = "front")]
+        side: String,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Also print the recognised rows (text and score) to stderr.
+        #[arg(long)]
+        rows: bool,
+    },
+    /// Render cards for generated identities (front, back, degraded fronts, truth.json).
+    Fixtures {
+        #[arg(long, default_value = "fixtures/vision")]
+        out: PathBuf,
+        #[arg(long, default_value_t = 50)]
+        count: u64,
+        #[arg(long, default_value_t = 2026)]
+        seed: u64,
+        #[arg(long, default_value = kyc_vision::fixtures::render::DEFAULT_FONT)]
+        font: PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let dir = kyc_vision::models::dir(cli.models.as_deref());
+    match cli.command {
+        Command::Serve {
+            listen,
+            api_keys,
+            workers,
+            threads,
+            queue,
+            max_side,
+            max_pixels,
+        } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            if let Err(e) = kyc_vision::models::verify(&dir, &kyc_vision::models::OCR_FILES) {
+                // one line naming the file and the command that installs it
+                eprintln!("kyc-vision: {e}");
+                std::process::exit(2);
+            }
+            let config = kyc_vision::pool::PoolConfig {
+                workers,
+                threads,
+                queue,
+            };
+            let started = std::time::Instant::now();
+            let pool = match kyc_vision::pool::Pool::start(&dir, config) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    eprintln!("kyc-vision: {e}");
+                    std::process::exit(2);
+                }
+            };
+            tracing::info!(?config, ms = started.elapsed().as_millis() as u64, models = %dir.display(), "models loaded");
+            let api_keys = if api_keys.is_empty() {
+                vec!["ocr-api-key".to_owned()]
+            } else {
+                api_keys
+            };
+            let state = kyc_vision::http::AppState {
+                pool,
+                api_keys: std::sync::Arc::new(api_keys),
+                limits: kyc_vision::imaging::DecodeLimits {
+                    max_side,
+                    max_pixels,
+                },
+            };
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(listen).await?;
+                tracing::info!(addr = %listener.local_addr()?, "kyc-vision listening");
+                axum::serve(listener, kyc_vision::http::router(state))
+                    .with_graceful_shutdown(async {
+                        let _ = tokio::signal::ctrl_c().await;
+                    })
+                    .await
+            })?;
+        }
+        Command::Read {
+            image,
+            side,
+            threads,
+            rows,
+        } => {
+            kyc_vision::models::verify(&dir, &kyc_vision::models::OCR_FILES)?;
+            let mut engine = kyc_vision::ocr::Engine::load(&dir, threads)?;
+            let bytes = std::fs::read(&image)?;
+            let img =
+                kyc_vision::imaging::decode(&bytes, kyc_vision::imaging::DecodeLimits::default())?;
+            let started = std::time::Instant::now();
+            if rows {
+                for (text, score) in kyc_vision::card::rows(&engine.read(&img)?) {
+                    eprintln!("{score:.3} {text}");
+                }
+            }
+            let answer = if side == "back" {
+                serde_json::to_string_pretty(&kyc_vision::reader::back(
+                    &mut engine,
+                    &img,
+                    "2026-12-01",
+                )?)?
+            } else {
+                serde_json::to_string_pretty(&kyc_vision::reader::front(&mut engine, &img)?)?
+            };
+            eprintln!("read in {} ms", started.elapsed().as_millis());
+            println!("{answer}");
+        }
+        Command::Fixtures {
+            out,
+            count,
+            seed,
+            font,
+        } => {
+            let font = kyc_vision::fixtures::CardFont::open(&font)?;
+            let photos = kyc_vision::fixtures::photographs(&dir)?;
+            let files = kyc_vision::fixtures::write(&out, count, seed, &font, &photos, |n| {
+                eprint!("\r{n}/{count} identities");
+            })?;
+            eprintln!("\nwrote {} files to {}", files.len(), out.display());
+        }
+    }
+    Ok(())
+}
