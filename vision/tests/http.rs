@@ -1,0 +1,237 @@
+//! The vendor contract as kyc-vision serves it, over real HTTP: a rendered card read through
+//! `POST /v1/idcard/ocr` (front and back), and every refusal with its status and stable code:
+//! the API key, bad base64, a decompression bomb refused from its header, an image without a
+//! card, a body over 16 MiB, and a full pool answering 429 with `Retry-After`.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use image::{DynamicImage, RgbImage};
+use kyc_vision::fixtures::{self, CardFont, Identity, render};
+use kyc_vision::http::{AppState, router};
+use kyc_vision::imaging::DecodeLimits;
+use kyc_vision::models;
+use kyc_vision::pool::{Pool, PoolConfig};
+use serde_json::{Value, json};
+
+async fn serve(config: PoolConfig) -> String {
+    let dir = models::dir(None);
+    models::verify(&dir, &models::OCR_FILES).unwrap_or_else(|e| panic!("{e}"));
+    let pool = Pool::start(&dir, config).expect("models load");
+    let state = AppState {
+        pool,
+        api_keys: Arc::new(vec!["ocr-api-key".to_owned()]),
+        limits: DecodeLimits::default(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    format!("http://{addr}")
+}
+
+fn b64_jpeg(img: &RgbImage) -> String {
+    let bytes = kyc_sandbox::imaging::encode_jpeg(&DynamicImage::ImageRgb8(img.clone()), 92);
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+fn card(n: u64) -> (Identity, RgbImage, RgbImage) {
+    let dir = models::dir(None);
+    let font = CardFont::open(std::path::Path::new(render::DEFAULT_FONT)).expect("font");
+    let photos = fixtures::photographs(&dir).expect("photographs");
+    let id = Identity::generate(99, n);
+    let front = render::front(&font, &id, &photos[0], n);
+    let back = render::back(&font, &id, n);
+    (id, front, back)
+}
+
+async fn post(base: &str, key: Option<&str>, body: Value) -> (u16, Option<String>, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{base}/v1/idcard/ocr"))
+        .json(&body);
+    if let Some(k) = key {
+        req = req.header("X-Api-Key", k);
+    }
+    let resp = req.send().await.expect("send");
+    let status = resp.status().as_u16();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    (status, retry, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or_default()
+}
+
+/// A PNG whose header announces `w` × `h` (CRC-correct) with no pixel data behind it: what a
+/// decompression bomb shows before its first pixel.
+fn bomb_header(w: u32, h: u32) -> Vec<u8> {
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 == 1 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&w.to_be_bytes());
+    ihdr.extend_from_slice(&h.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = vec![0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13];
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    // an empty IDAT: the header is complete, no pixel follows
+    png.extend_from_slice(&[0, 0, 0, 0]);
+    png.extend_from_slice(b"IDAT");
+    png.extend_from_slice(&crc32(b"IDAT").to_be_bytes());
+    png
+}
+
+#[tokio::test]
+async fn a_card_is_read_and_every_refusal_has_its_code() {
+    let base = serve(PoolConfig::default()).await;
+    let (id, front, back) = card(1);
+
+    let (status, _, v) = post(
+        &base,
+        Some("ocr-api-key"),
+        json!({"image": b64_jpeg(&front)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["side"], "front");
+    assert_eq!(v["name"], id.name.as_str());
+    assert_eq!(v["id_number"], id.id_number.as_str());
+    assert_eq!(v["sex"], id.sex.as_str());
+    assert_eq!(v["birth_date"], id.birth_date.as_str());
+    assert_eq!(v["address"], id.address.as_str());
+    assert_eq!(v["ethnicity"], id.ethnicity.as_str());
+    assert_eq!(v["reasons"], json!([]));
+    assert_eq!(v["warnings"]["edited"], false);
+    assert!(
+        v["fields"]["name"]["confidence"].as_f64().unwrap_or(0.0) > 0.5,
+        "{v}"
+    );
+
+    let (status, _, v) = post(
+        &base,
+        Some("ocr-api-key"),
+        json!({"image": b64_jpeg(&back), "side": "back"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["issuing_authority"], id.issuing_authority.as_str());
+    assert_eq!(v["valid_until"], id.valid_until.as_str());
+
+    let body = json!({"image": b64_jpeg(&front)});
+    let (status, _, v) = post(&base, None, body.clone()).await;
+    assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"));
+    let (status, _, v) = post(&base, Some("face-api-key"), body).await;
+    assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"));
+
+    let (status, _, v) = post(&base, Some("ocr-api-key"), json!({"image": "%%%"})).await;
+    assert_eq!((status, code(&v)), (400, "INVALID_IMAGE"), "{v}");
+
+    let bomb = base64::engine::general_purpose::STANDARD.encode(bomb_header(100_000, 100_000));
+    let (status, _, v) = post(&base, Some("ocr-api-key"), json!({"image": bomb})).await;
+    assert_eq!((status, code(&v)), (400, "INVALID_IMAGE"), "{v}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("refused before decoding"), "{msg}");
+
+    let blank = RgbImage::from_pixel(856, 540, image::Rgb([235, 235, 235]));
+    let (status, _, v) = post(
+        &base,
+        Some("ocr-api-key"),
+        json!({"image": b64_jpeg(&blank)}),
+    )
+    .await;
+    assert_eq!((status, code(&v)), (422, "NO_CARD_FOUND"), "{v}");
+
+    let (status, _, v) = post(&base, Some("ocr-api-key"), json!({"side": "front"})).await;
+    assert_eq!((status, code(&v)), (400, "BAD_REQUEST"), "{v}");
+
+    let huge = "A".repeat(17 * 1024 * 1024);
+    let (status, _, v) = post(&base, Some("ocr-api-key"), json!({"image": huge})).await;
+    assert_eq!((status, code(&v)), (413, "PAYLOAD_TOO_LARGE"), "{v}");
+
+    let (status, _, v) = post(
+        &format!("{base}/v1/nothing"),
+        Some("ocr-api-key"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 404, "{v}");
+}
+
+#[tokio::test]
+async fn a_full_pool_answers_429_with_retry_after_and_recovers() {
+    // one worker and no queue: a second request while the first is read is refused at once
+    let base = serve(PoolConfig {
+        workers: 1,
+        threads: 1,
+        queue: 0,
+    })
+    .await;
+    let (id, front, _) = card(2);
+    let body = json!({"image": b64_jpeg(&front)});
+    let first = tokio::spawn({
+        let (base, body) = (base.clone(), body.clone());
+        async move { post(&base, Some("ocr-api-key"), body).await }
+    });
+    // the first is in the worker once /ready counts it
+    for _ in 0..200 {
+        let ready: Value = reqwest::get(format!("{base}/ready"))
+            .await
+            .expect("ready")
+            .json()
+            .await
+            .expect("json");
+        if ready["in_flight"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let (status, retry, v) = post(&base, Some("ocr-api-key"), body.clone()).await;
+    assert_eq!((status, code(&v)), (429, "RATE_LIMITED"), "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    let (status, _, v) = first.await.expect("first");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["id_number"], id.id_number.as_str());
+    // and the pool takes work again
+    let (status, _, _) = post(&base, Some("ocr-api-key"), body).await;
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn a_missing_model_stops_start_up_with_one_line_naming_it_and_the_installer() {
+    let empty = std::env::temp_dir().join(format!("kyc-vision-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("mkdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kyc-vision"))
+        .args([
+            "--models",
+            empty.to_str().expect("utf-8"),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .expect("runs");
+    std::fs::remove_dir_all(&empty).ok();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(models::ORT_LIB) && stderr.contains(models::INSTALL),
+        "{stderr}"
+    );
+}
