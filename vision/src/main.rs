@@ -54,6 +54,14 @@ enum Command {
         #[arg(long)]
         rows: bool,
     },
+    /// Time the OCR on images (one warm-up read, then each image once) and print, as JSON, the
+    /// milliseconds per image and every image's lines: what scripts/vision-bench.sh compares
+    /// with the Python reference.
+    Bench {
+        images: Vec<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
     /// Render cards for generated identities (front, back, degraded fronts, truth.json).
     Fixtures {
         #[arg(long, default_value = "fixtures/vision")]
@@ -157,6 +165,30 @@ fn main() -> anyhow::Result<()> {
             };
             eprintln!("read in {} ms", started.elapsed().as_millis());
             println!("{answer}");
+        }
+        Command::Bench { images, threads } => {
+            kyc_vision::models::verify(&dir, &kyc_vision::models::OCR_FILES)?;
+            let mut engine = kyc_vision::ocr::Engine::load(&dir, threads)?;
+            let limits = kyc_vision::imaging::DecodeLimits::default();
+            let decoded = images
+                .iter()
+                .map(|p| Ok(kyc_vision::imaging::decode(&std::fs::read(p)?, limits)?))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            if let Some(first) = decoded.first() {
+                engine.read(first)?;
+            }
+            let mut results = Vec::new();
+            for (path, img) in images.iter().zip(&decoded) {
+                let started = std::time::Instant::now();
+                let lines = engine.read(img)?;
+                let ms = started.elapsed().as_secs_f64() * 1000.0;
+                let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+                results.push(serde_json::json!({"image": path, "ms": ms, "lines": texts}));
+            }
+            println!(
+                "{}",
+                serde_json::json!({"threads": threads, "results": results})
+            );
         }
         Command::Fixtures {
             out,

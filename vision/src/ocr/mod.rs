@@ -9,6 +9,7 @@ use std::path::Path;
 
 use image::RgbImage;
 use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use crate::models::{self, ModelError};
@@ -78,6 +79,9 @@ impl Engine {
                 .with_intra_threads(threads)
                 .map_err(|e| ort_err(file)(e.into()))?
                 .with_inter_threads(1)
+                .map_err(|e| ort_err(file)(e.into()))?
+                // as the reference sets it
+                .with_optimization_level(GraphOptimizationLevel::All)
                 .map_err(|e| ort_err(file)(e.into()))?
                 .commit_from_file(dir.join(file))
                 .map_err(ort_err(file))
