@@ -39,6 +39,12 @@ const MAP_REQUEST_TRAILERS: i32 = 1;
 const MAP_RESPONSE_HEADERS: i32 = 2;
 const MAP_RESPONSE_TRAILERS: i32 = 3;
 
+/// Most bytes one `fd_write` gathers, and most I/O vectors it reads (POSIX's `IOV_MAX`). A filter
+/// asking for more gets a short write, which WASI allows and its libc retries: the edge never
+/// allocates more than this per call, whatever memory the filter has.
+pub const FD_WRITE_MAX: usize = 64 * 1024;
+pub const FD_WRITE_MAX_IOVS: usize = 1024;
+
 /// `Ok` when the thing asked for exists, else `NotFound`.
 fn found(exists: bool) -> i32 {
     if exists { OK } else { NOT_FOUND }
@@ -666,11 +672,16 @@ pub fn define(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "fd_write",
         |mut c: C<'_>, fd: i32, iovs: i32, count: i32, ret: i32| -> R {
             let mut out = Vec::new();
-            for i in 0..offset(count) {
+            for i in 0..offset(count).min(FD_WRITE_MAX_IOVS) {
+                let room = FD_WRITE_MAX - out.len();
+                if room == 0 {
+                    break;
+                }
                 let iov = read(&c, as_i32(offset(iovs) + i * 8), 8)?;
                 let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
                 let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                out.extend(read(&c, ptr as i32, len as i32)?);
+                let take = (len as usize).min(room);
+                out.extend(read(&c, ptr as i32, as_i32(take))?);
             }
             let text = String::from_utf8_lossy(&out);
             let level = if fd == 2 { 4 } else { 2 };

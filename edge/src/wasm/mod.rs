@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::router::{FilterStep, Plan};
 use crate::shm::Shm;
 
-pub use abi::Header;
+pub use abi::{FD_WRITE_MAX, FD_WRITE_MAX_IOVS, Header};
 
 /// The epoch advances this often; one call into a filter may run for `CALL_DEADLINE_TICKS` of them
 /// before it traps (a filter in an endless loop fails its request, not the edge).
