@@ -20,6 +20,8 @@ pub enum ErrorCode {
     InvalidImage,
     NoCardFound,
     NoFaceFound,
+    /// kyc-vision: more than one face where one is expected.
+    MultipleFaces,
     Unprocessable,
     RateLimited,
     ClientError,

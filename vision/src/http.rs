@@ -1,5 +1,5 @@
 //! Routes of the vendor contract that kyc-vision serves: `POST /v1/idcard/ocr` (front and back),
-//! `GET /health`, `GET /ready`. The API key, body limit and error body are the contract's, as
+//! `POST /v1/face/compare`, `GET /health`, `GET /ready`. The API key, body limit and error body are the contract's, as
 //! `kyc-sandbox` serves them; the work runs on the [`Pool`].
 
 use std::sync::Arc;
@@ -14,9 +14,10 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use kyc_sandbox::error::ErrorCode;
-use kyc_sandbox::vendor::{OcrRequest, Side};
+use kyc_sandbox::vendor::{FaceRequest, OcrRequest, Side};
 use serde::Serialize;
 
+use crate::face::FaceError;
 use crate::imaging::{self, DecodeLimits, ImageError};
 use crate::pool::{Pool, PoolError};
 use crate::reader::{self, ReadError};
@@ -38,6 +39,10 @@ pub enum VisionError {
     InvalidImage(String),
     #[error("{0}")]
     NoCardFound(String),
+    #[error("{0}: no face found")]
+    NoFaceFound(&'static str),
+    #[error("{0}: {1} faces found where one is expected")]
+    MultipleFaces(&'static str, usize),
     #[error("every inference worker is busy; retry after {RETRY_AFTER_SECS} s")]
     Busy,
     #[error("no such route")]
@@ -54,7 +59,9 @@ impl VisionError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadRequest(_) | Self::InvalidImage(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::NoCardFound(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NoCardFound(_) | Self::NoFaceFound(_) | Self::MultipleFaces(..) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::Busy => StatusCode::TOO_MANY_REQUESTS,
             Self::NotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -66,6 +73,8 @@ impl VisionError {
         match self {
             Self::InvalidImage(_) => ErrorCode::InvalidImage,
             Self::NoCardFound(_) => ErrorCode::NoCardFound,
+            Self::NoFaceFound(_) => ErrorCode::NoFaceFound,
+            Self::MultipleFaces(..) => ErrorCode::MultipleFaces,
             other => ErrorCode::for_status(other.status()),
         }
     }
@@ -110,6 +119,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/idcard/ocr", post(ocr))
+        .route("/v1/face/compare", post(face))
         .route(
             "/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -144,32 +154,12 @@ fn image_error(field: &str, e: ImageError) -> VisionError {
     })
 }
 
-async fn ocr(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let started = Instant::now();
-    let result = ocr_inner(&s, &headers, body).await;
-    let status = match &result {
-        Ok(r) => r.status(),
-        Err(e) => e.status(),
-    };
-    // no field of the card is logged: only the outcome
-    tracing::info!(
-        endpoint = "ocr",
-        status = status.as_u16(),
-        ms = started.elapsed().as_millis() as u64,
-        "vendor call"
-    );
-    result.unwrap_or_else(IntoResponse::into_response)
-}
-
-async fn ocr_inner(
+/// The JSON body of a vendor call, after the API key and the body limit.
+fn parse<T: serde::de::DeserializeOwned>(
     s: &AppState,
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, VisionError> {
+) -> Result<T, VisionError> {
     if !authorised(s, headers) {
         return Err(VisionError::Unauthorized);
     }
@@ -180,32 +170,102 @@ async fn ocr_inner(
             VisionError::BadRequest(r.body_text())
         }
     })?;
-    let req: OcrRequest = serde_json::from_slice(&body)
-        .map_err(|e| VisionError::BadRequest(format!("invalid JSON body: {e}")))?;
-    let side = req.side.unwrap_or_default();
-    let limits = s.limits;
-    let today = today();
-    let answer = s
-        .pool
-        .run(move |m| -> Result<serde_json::Value, VisionError> {
-            let img =
-                imaging::decode_base64(&req.image, limits).map_err(|e| image_error("image", e))?;
-            let value = match side {
-                Side::Front => {
-                    serde_json::to_value(reader::front(&mut m.ocr, &img).map_err(read_error)?)
-                }
-                Side::Back => serde_json::to_value(
-                    reader::back(&mut m.ocr, &img, &today).map_err(read_error)?,
-                ),
-            };
-            value.map_err(|_| VisionError::Internal)
-        })
-        .await
-        .map_err(|e| match e {
-            PoolError::Busy => VisionError::Busy,
-            PoolError::Gone => VisionError::Internal,
-        })??;
-    Ok(Json(answer).into_response())
+    serde_json::from_slice(&body)
+        .map_err(|e| VisionError::BadRequest(format!("invalid JSON body: {e}")))
+}
+
+/// One call on the pool, logged with its endpoint, status and time (no image, no field).
+async fn answer(
+    endpoint: &'static str,
+    work: impl Future<Output = Result<serde_json::Value, VisionError>>,
+) -> Response {
+    let started = Instant::now();
+    let result = work.await;
+    let status = match &result {
+        Ok(_) => StatusCode::OK,
+        Err(e) => e.status(),
+    };
+    tracing::info!(
+        endpoint,
+        status = status.as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "vendor call"
+    );
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn pool_error(e: PoolError) -> VisionError {
+    match e {
+        PoolError::Busy => VisionError::Busy,
+        PoolError::Gone => VisionError::Internal,
+    }
+}
+
+async fn face(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer("face", async move {
+        let req: FaceRequest = parse(&s, &headers, body)?;
+        let limits = s.limits;
+        s.pool
+            .run(move |m| -> Result<serde_json::Value, VisionError> {
+                let a = imaging::decode_base64(&req.image_a, limits)
+                    .map_err(|e| image_error("image_a", e))?;
+                let b = imaging::decode_base64(&req.image_b, limits)
+                    .map_err(|e| image_error("image_b", e))?;
+                let one = |field: &'static str, e: FaceError| match e {
+                    FaceError::NoFace => VisionError::NoFaceFound(field),
+                    FaceError::MultipleFaces(n) => VisionError::MultipleFaces(field, n),
+                    FaceError::Model { .. } => VisionError::Internal,
+                };
+                let ea = m.face.embedding(&a).map_err(|e| one("image_a", e))?;
+                let eb = m.face.embedding(&b).map_err(|e| one("image_b", e))?;
+                let distance = crate::face::distance(&ea, &eb);
+                Ok(serde_json::json!({
+                    "request_id": uuid::Uuid::new_v4(),
+                    "score": (crate::face::score(distance) * 10_000.0).round() / 10_000.0,
+                    "distance": (distance * 10_000.0).round() / 10_000.0,
+                }))
+            })
+            .await
+            .map_err(pool_error)?
+    })
+    .await
+}
+
+async fn ocr(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer("ocr", async move {
+        let req: OcrRequest = parse(&s, &headers, body)?;
+        let side = req.side.unwrap_or_default();
+        let limits = s.limits;
+        let today = today();
+        s.pool
+            .run(move |m| -> Result<serde_json::Value, VisionError> {
+                let img = imaging::decode_base64(&req.image, limits)
+                    .map_err(|e| image_error("image", e))?;
+                let value = match side {
+                    Side::Front => {
+                        serde_json::to_value(reader::front(&mut m.ocr, &img).map_err(read_error)?)
+                    }
+                    Side::Back => serde_json::to_value(
+                        reader::back(&mut m.ocr, &img, &today).map_err(read_error)?,
+                    ),
+                };
+                value.map_err(|_| VisionError::Internal)
+            })
+            .await
+            .map_err(pool_error)?
+    })
+    .await
 }
 
 fn read_error(e: ReadError) -> VisionError {

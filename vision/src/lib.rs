@@ -10,10 +10,12 @@
 //! - [`imaging`]: bounded decoding, OpenCV-compatible resizing, quality measures.
 //! - [`ocr`]: the engine (detection, direction, recognition) as the Python reference does it.
 //! - [`card`]: rows and labels to fields, GB 11643 cross-checks, quality flags.
+//! - [`face`]: face detection (HOG, then CNN), dlib embeddings, the calibrated score, landmarks.
 //! - [`reader`]: an image to the contract's answer; [`fixtures`]: generated identities on
 //!   rendered cards with real portraits, and the degradations the accuracy test reads through.
 
 pub mod card;
+pub mod face;
 pub mod fixtures;
 pub mod http;
 pub mod imaging;

@@ -19,12 +19,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the vendor contract (POST /v1/idcard/ocr, /health, /ready).
+    /// Serve the vendor contract (POST /v1/idcard/ocr, POST /v1/face/compare, /health, /ready).
     Serve {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9200")]
         listen: std::net::SocketAddr,
-        /// An accepted X-Api-Key (repeatable). Default: the seed's ocr-api-key.
+        /// An accepted X-Api-Key (repeatable). Default: the seed's ocr-api-key and face-api-key.
         #[arg(long = "api-key", value_name = "KEY")]
         api_keys: Vec<String>,
         /// Inference workers, each with its own models.
@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
                         .unwrap_or_else(|_| "info".into()),
                 )
                 .init();
-            if let Err(e) = kyc_vision::models::verify(&dir, &kyc_vision::models::OCR_FILES) {
+            if let Err(e) = kyc_vision::models::verify(&dir, &kyc_vision::models::served_files()) {
                 // one line naming the file and the command that installs it
                 eprintln!("kyc-vision: {e}");
                 std::process::exit(2);
@@ -114,7 +114,7 @@ fn main() -> anyhow::Result<()> {
             };
             tracing::info!(?config, ms = started.elapsed().as_millis() as u64, models = %dir.display(), "models loaded");
             let api_keys = if api_keys.is_empty() {
-                vec!["ocr-api-key".to_owned()]
+                vec!["ocr-api-key".to_owned(), "face-api-key".to_owned()]
             } else {
                 api_keys
             };

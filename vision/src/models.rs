@@ -16,8 +16,21 @@ pub const ORT_LIB: &str = "onnxruntime/libonnxruntime.so.1.31.1";
 pub const FACE_ASTRONAUT: &str = "faces/astronaut.png";
 pub const FACE_HOPPER: &str = "faces/grace_hopper.jpg";
 
-/// The files the OCR opens, checked at start-up.
+/// The files the OCR opens.
 pub const OCR_FILES: [&str; 4] = [ORT_LIB, DET, CLS, REC];
+/// The files the face comparison opens.
+pub const FACE_FILES: [&str; 4] = [
+    "dlib/mmod_human_face_detector.dat",
+    "dlib/shape_predictor_5_face_landmarks.dat",
+    "dlib/shape_predictor_68_face_landmarks.dat",
+    "dlib/dlib_face_recognition_resnet_model_v1.dat",
+];
+
+/// Every file `kyc-vision serve` opens, checked at start-up.
+#[must_use]
+pub fn served_files() -> Vec<&'static str> {
+    OCR_FILES.iter().chain(&FACE_FILES).copied().collect()
+}
 
 /// What installs the models, named in every error about them.
 pub const INSTALL: &str = "scripts/install-vision.sh";
@@ -116,7 +129,7 @@ mod tests {
 
     #[test]
     fn every_opened_file_is_pinned() {
-        for f in OCR_FILES.iter().chain(&[FACE_ASTRONAUT, FACE_HOPPER]) {
+        for f in served_files().iter().chain(&[FACE_ASTRONAUT, FACE_HOPPER]) {
             let h = pin(f).unwrap_or_else(|| panic!("{f} unpinned"));
             assert_eq!(h.len(), 64, "{f}");
         }

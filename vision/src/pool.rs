@@ -10,12 +10,15 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use tokio::sync::oneshot;
 
+use crate::face::{FaceEngine, FaceError};
 use crate::models::ModelError;
 use crate::ocr::Engine;
 
-/// What a worker owns.
+/// What a worker owns: the OCR sessions and a face engine (dlib's detectors and network are not
+/// `Sync` either).
 pub struct Models {
     pub ocr: Engine,
+    pub face: FaceEngine,
 }
 
 type Job = Box<dyn FnOnce(&mut Models) + Send>;
@@ -66,8 +69,16 @@ impl Pool {
         let (tx, rx) = sync_channel::<Job>(config.queue);
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..workers {
+            let face = FaceEngine::load(dir).map_err(|e| match e {
+                FaceError::Model { file, reason } => ModelError::Load { file, reason },
+                other => ModelError::Load {
+                    file: "dlib models".into(),
+                    reason: other.to_string(),
+                },
+            })?;
             let mut models = Models {
                 ocr: Engine::load(dir, config.threads.max(1))?,
+                face,
             };
             let rx = Arc::clone(&rx);
             std::thread::Builder::new()

@@ -20,7 +20,7 @@ async fn serve(config: PoolConfig) -> String {
     let pool = Pool::start(&dir, config).expect("models load");
     let state = AppState {
         pool,
-        api_keys: Arc::new(vec!["ocr-api-key".to_owned()]),
+        api_keys: Arc::new(vec!["ocr-api-key".to_owned(), "face-api-key".to_owned()]),
         limits: DecodeLimits::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -47,9 +47,11 @@ fn card(n: u64) -> (Identity, RgbImage, RgbImage) {
 }
 
 async fn post(base: &str, key: Option<&str>, body: Value) -> (u16, Option<String>, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{base}/v1/idcard/ocr"))
-        .json(&body);
+    call(&format!("{base}/v1/idcard/ocr"), key, body).await
+}
+
+async fn call(url: &str, key: Option<&str>, body: Value) -> (u16, Option<String>, Value) {
+    let mut req = reqwest::Client::new().post(url).json(&body);
     if let Some(k) = key {
         req = req.header("X-Api-Key", k);
     }
@@ -136,7 +138,7 @@ async fn a_card_is_read_and_every_refusal_has_its_code() {
     let body = json!({"image": b64_jpeg(&front)});
     let (status, _, v) = post(&base, None, body.clone()).await;
     assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"));
-    let (status, _, v) = post(&base, Some("face-api-key"), body).await;
+    let (status, _, v) = post(&base, Some("liveness-api-key"), body).await;
     assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"));
 
     let (status, _, v) = post(&base, Some("ocr-api-key"), json!({"image": "%%%"})).await;
@@ -188,8 +190,9 @@ async fn a_full_pool_answers_429_with_retry_after_and_recovers() {
         let (base, body) = (base.clone(), body.clone());
         async move { post(&base, Some("ocr-api-key"), body).await }
     });
-    // the first is in the worker once /ready counts it
-    for _ in 0..200 {
+    // the first is in the worker once /ready counts it (up to 60 s on a loaded machine)
+    let mut counted = false;
+    for _ in 0..12_000 {
         let ready: Value = reqwest::get(format!("{base}/ready"))
             .await
             .expect("ready")
@@ -197,10 +200,12 @@ async fn a_full_pool_answers_429_with_retry_after_and_recovers() {
             .await
             .expect("json");
         if ready["in_flight"] == 1 {
+            counted = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
+    assert!(counted, "the first request never reached the pool");
     let (status, retry, v) = post(&base, Some("ocr-api-key"), body.clone()).await;
     assert_eq!((status, code(&v)), (429, "RATE_LIMITED"), "{v}");
     assert_eq!(retry.as_deref(), Some("1"));
@@ -234,4 +239,86 @@ fn a_missing_model_stops_start_up_with_one_line_naming_it_and_the_installer() {
         stderr.contains(models::ORT_LIB) && stderr.contains(models::INSTALL),
         "{stderr}"
     );
+}
+
+fn b64_photo(rel: &str) -> (RgbImage, String) {
+    let bytes = std::fs::read(models::dir(None).join(rel)).expect("photograph");
+    let img = kyc_vision::imaging::decode(&bytes, DecodeLimits::default()).expect("decodes");
+    let b64 = b64_jpeg(&img);
+    (img, b64)
+}
+
+#[tokio::test]
+async fn faces_compare_the_card_portrait_with_selfies_and_refuse_no_face_or_several() {
+    let base = serve(PoolConfig::default()).await;
+    let url = format!("{base}/v1/face/compare");
+    let (astronaut, astronaut_b64) = b64_photo(models::FACE_ASTRONAUT);
+    let (hopper, hopper_b64) = b64_photo(models::FACE_HOPPER);
+    // the card prints the astronaut's photograph as its portrait (identity 0 of card())
+    let (_, front, _) = card(0);
+    let card_b64 = b64_jpeg(&front);
+    // a selfie: the same photograph mirrored and cropped
+    let selfie = image::imageops::crop_imm(
+        &image::imageops::flip_horizontal(&astronaut),
+        60,
+        20,
+        400,
+        440,
+    )
+    .to_image();
+
+    let key = Some("face-api-key");
+    let (status, _, same) = call(
+        &url,
+        key,
+        json!({"image_a": card_b64, "image_b": b64_jpeg(&selfie)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{same}");
+    let (status, _, other) = call(
+        &url,
+        key,
+        json!({"image_a": card_b64, "image_b": hopper_b64}),
+    )
+    .await;
+    assert_eq!(status, 200, "{other}");
+    let same_score = same["score"].as_f64().unwrap_or(0.0);
+    let other_score = other["score"].as_f64().unwrap_or(1.0);
+    eprintln!("card vs selfie {same}, card vs another person {other}");
+    assert!(same_score >= kyc_vision::face::THRESHOLD, "{same}");
+    assert!(other_score < kyc_vision::face::THRESHOLD, "{other}");
+
+    let blank = b64_jpeg(&RgbImage::from_pixel(400, 400, image::Rgb([200, 200, 200])));
+    let (status, _, v) = call(
+        &url,
+        key,
+        json!({"image_a": astronaut_b64, "image_b": blank}),
+    )
+    .await;
+    assert_eq!((status, code(&v)), (422, "NO_FACE_FOUND"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("image_b"),
+        "{v}"
+    );
+
+    let mut both = RgbImage::from_pixel(
+        astronaut.width() + hopper.width(),
+        600,
+        image::Rgb([255, 255, 255]),
+    );
+    image::imageops::overlay(&mut both, &astronaut, 0, 0);
+    image::imageops::overlay(&mut both, &hopper, i64::from(astronaut.width()), 0);
+    let (status, _, v) = call(
+        &url,
+        key,
+        json!({"image_a": b64_jpeg(&both), "image_b": hopper_b64}),
+    )
+    .await;
+    assert_eq!((status, code(&v)), (422, "MULTIPLE_FACES"), "{v}");
+
+    let (status, _, v) = call(&url, Some("ocr-api-key-wrong"), json!({})).await;
+    assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"), "{v}");
 }
