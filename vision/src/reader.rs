@@ -3,7 +3,7 @@
 
 use image::RgbImage;
 use kyc_sandbox::card::Warnings;
-use kyc_sandbox::id_number::Sex;
+use kyc_sandbox::vendor::OcrResponse;
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -18,17 +18,10 @@ pub const PHOTOCOPY_CHROMA: f64 = 6.0;
 /// the cross-checks and the quality flags, and the measures behind them.
 #[derive(Debug, Clone, Serialize)]
 pub struct FrontAnswer {
-    pub request_id: Uuid,
+    /// The sandbox's answer, field for field; its `confidence` is the lowest field confidence.
+    #[serde(flatten)]
+    pub contract: OcrResponse,
     pub side: &'static str,
-    pub name: String,
-    pub id_number: String,
-    pub sex: Sex,
-    pub ethnicity: String,
-    pub birth_date: String,
-    pub address: String,
-    /// The lowest field confidence.
-    pub confidence: f64,
-    pub warnings: Warnings,
     pub fields: Front,
     pub reasons: Vec<Reason>,
     pub quality: Quality,
@@ -114,21 +107,23 @@ pub fn front(engine: &mut Engine, img: &RgbImage) -> Result<FrontAnswer, ReadErr
     .map(|f| f64::from(f.confidence))
     .fold(1.0, f64::min);
     Ok(FrontAnswer {
-        request_id: Uuid::new_v4(),
-        side: "front",
-        name: fields.name.value.clone(),
-        id_number: fields.id_number.value.clone(),
-        sex: card::sex_of(&fields),
-        ethnicity: fields.ethnicity.value.clone(),
-        birth_date: fields.birth_date.value.clone(),
-        address: fields.address.value.clone(),
-        confidence: (confidence * 1000.0).round() / 1000.0,
-        warnings: Warnings {
-            photocopy: mean_chroma(img) < PHOTOCOPY_CHROMA,
-            screen_reshoot: false,
-            edited,
-            low_quality: !quality.reasons().is_empty(),
+        contract: OcrResponse {
+            request_id: Uuid::new_v4(),
+            name: fields.name.value.clone(),
+            id_number: fields.id_number.value.clone(),
+            sex: card::sex_of(&fields),
+            ethnicity: fields.ethnicity.value.clone(),
+            birth_date: fields.birth_date.value.clone(),
+            address: fields.address.value.clone(),
+            confidence: (confidence * 1000.0).round() / 1000.0,
+            warnings: Warnings {
+                photocopy: mean_chroma(img) < PHOTOCOPY_CHROMA,
+                screen_reshoot: false,
+                edited,
+                low_quality: !quality.reasons().is_empty(),
+            },
         },
+        side: "front",
         fields,
         reasons,
         quality,
