@@ -88,7 +88,7 @@ pub struct Quality {
 
 impl Quality {
     /// Thresholds, calibrated on the rendered cards (see vision/README.md).
-    pub const BLUR_VARIANCE: f64 = 60.0;
+    pub const BLUR_VARIANCE: f64 = 150.0;
     pub const DARK_LUMA: f64 = 50.0;
     pub const BRIGHT_LUMA: f64 = 235.0;
     pub const MIN_TEXT_AREA: f64 = 0.08;

@@ -1,7 +1,8 @@
 //! Reading accuracy on generated identities: each card rendered with the real font and a real
 //! portrait, then read clean and through five degradations (blur, noise, a 4° turn, half
 //! resolution, low contrast), after a JPEG round trip. Asserts field exact match ≥ 99% per field
-//! and that no wrong ID number is ever accepted: a misread must fail its check character.
+//! and that no wrong ID number is ever accepted: a misread must fail its check character. Also
+//! that the clean card raises no quality flag and the blurred one `BLURRED`.
 //!
 //! `KYC_VISION_ACCURACY_COUNT` identities (default 8, the CI smoke; `scripts/vision-accuracy.sh`
 //! runs 50 in release).
@@ -49,6 +50,7 @@ fn generated_cards_read_field_for_field_and_no_wrong_id_passes() {
     let mut misses = Vec::new();
     let (mut wrong_ids, mut wrong_ids_flagged) = (0, 0);
     let mut back_right = 0;
+    let mut quality_wrong = 0;
     let started = std::time::Instant::now();
     for n in 0..count {
         let id = Identity::generate(seed, n);
@@ -75,7 +77,7 @@ fn generated_cards_read_field_for_field_and_no_wrong_id_passes() {
                 ]
                 .map(Some)
                 .into_iter()
-                .chain([Some(format!("{:?}", a.reasons))])
+                .chain([serde_json::to_string(&a.reasons).ok()])
                 .collect::<Vec<_>>(),
                 Err(e) => {
                     misses.push(format!("#{n} {}: {e}", d.name()));
@@ -96,6 +98,22 @@ fn generated_cards_read_field_for_field_and_no_wrong_id_passes() {
                         truth[i]
                     ));
                 }
+            }
+            // the quality flags: none on the clean card, BLURRED on the blurred one
+            let reasons = got[6].clone().unwrap_or_default();
+            let quality_flagged = ["BLURRED", "OVEREXPOSED", "UNDEREXPOSED", "CARD_TOO_SMALL"]
+                .iter()
+                .any(|r| reasons.contains(r));
+            match d {
+                Degradation::Clean if quality_flagged => {
+                    misses.push(format!("#{n} clean: quality flagged {reasons}"));
+                    quality_wrong += 1;
+                }
+                Degradation::Blur if !reasons.contains("BLURRED") => {
+                    misses.push(format!("#{n} blur: not flagged BLURRED ({reasons})"));
+                    quality_wrong += 1;
+                }
+                _ => {}
             }
             if let Some(read_id) = &got[5]
                 && read_id != truth[5]
@@ -159,6 +177,10 @@ fn generated_cards_read_field_for_field_and_no_wrong_id_passes() {
     for m in &misses {
         eprintln!("  miss: {m}");
     }
+    assert_eq!(
+        quality_wrong, 0,
+        "quality flags wrong on {quality_wrong} cards"
+    );
     assert_eq!(
         wrong_ids, wrong_ids_flagged,
         "a wrong ID number passed its check character"
