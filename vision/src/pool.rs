@@ -66,7 +66,10 @@ impl Pool {
     /// A model that cannot be loaded.
     pub fn start(dir: &Path, config: PoolConfig) -> Result<Self, ModelError> {
         let workers = config.workers.max(1);
-        let (tx, rx) = sync_channel::<Job>(config.queue);
+        // The in-flight count is the gate (workers + queue). The channel holds as many, so a job
+        // admitted by the count is never refused by the channel: with `queue: 0` a rendezvous
+        // channel refused the next job whenever its worker was not yet back in `recv`.
+        let (tx, rx) = sync_channel::<Job>(workers + config.queue);
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..workers {
             let face = FaceEngine::load(dir).map_err(|e| match e {
