@@ -99,15 +99,7 @@ pub fn resize_linear(src: &RgbImage, w: u32, h: u32) -> RgbImage {
     for y in 0..h {
         let (y0, y1, fy) = linear_tap(y, sy, sh);
         for (x, &(x0, x1, fx)) in xs.iter().enumerate() {
-            let p = |xx, yy| src.get_pixel(xx, yy).0;
-            let (a, b, c, d) = (p(x0, y0), p(x1, y0), p(x0, y1), p(x1, y1));
-            let mut px = [0u8; 3];
-            for k in 0..3 {
-                let top = f32::from(a[k]) + (f32::from(b[k]) - f32::from(a[k])) * fx;
-                let bot = f32::from(c[k]) + (f32::from(d[k]) - f32::from(c[k])) * fx;
-                px[k] = (top + (bot - top) * fy).round().clamp(0.0, 255.0) as u8;
-            }
-            out.put_pixel(x as u32, y, Rgb(px));
+            out.put_pixel(x as u32, y, blend(src, (x0, x1, fx), (y0, y1, fy)));
         }
     }
     out
@@ -121,7 +113,13 @@ pub fn sample(src: &RgbImage, x: f32, y: f32) -> Rgb<u8> {
     let y = y.clamp(0.0, (h - 1) as f32);
     let (x0, y0) = (x.floor() as u32, y.floor() as u32);
     let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-    let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+    blend(src, (x0, x1, x - x0 as f32), (y0, y1, y - y0 as f32))
+}
+
+/// The bilinear mix of four neighbours: columns `x0`, `x1` with weight `fx` on `x1`, rows
+/// likewise.
+#[inline]
+fn blend(src: &RgbImage, (x0, x1, fx): (u32, u32, f32), (y0, y1, fy): (u32, u32, f32)) -> Rgb<u8> {
     let (a, b, c, d) = (
         src.get_pixel(x0, y0).0,
         src.get_pixel(x1, y0).0,
