@@ -92,8 +92,8 @@ pub fn boxes(pred: &[f32], pw: u32, ph: u32, dest: (u32, u32), p: &DetParams) ->
             continue;
         }
         let grown = unclip(&quad, p.unclip_ratio);
-        let pts: Vec<Point<f32>> = grown.iter().map(|q| Point::new(q[0], q[1])).collect();
-        let Some((quad, short)) = mini_box_f(&pts) else {
+        // the grown box is a rectangle: its own convex hull
+        let Some((quad, short)) = min_area_rect(&grown).map(order_mini_box) else {
             continue;
         };
         if short < MIN_SIZE + 2.0 {
@@ -194,12 +194,6 @@ fn order_mini_box(rect: ([[f32; 2]; 4], f32, f32)) -> (Quad, f32) {
 fn mini_box(points: &[Point<i32>]) -> Option<(Quad, f32)> {
     let hull = imageproc::geometry::convex_hull(points.to_vec());
     let hull: Vec<[f32; 2]> = hull.iter().map(|p| [p.x as f32, p.y as f32]).collect();
-    min_area_rect(&hull).map(order_mini_box)
-}
-
-fn mini_box_f(points: &[Point<f32>]) -> Option<(Quad, f32)> {
-    let hull = imageproc::geometry::convex_hull(points.to_vec());
-    let hull: Vec<[f32; 2]> = hull.iter().map(|p| [p.x, p.y]).collect();
     min_area_rect(&hull).map(order_mini_box)
 }
 
