@@ -2,7 +2,9 @@
 # OCR latency per card: kyc-vision (release build) against the Python reference it reproduces,
 # rapidocr-onnxruntime 1.4.4 on the same ONNX Runtime 1.31.1 and the same models, on the same
 # generated cards, at 1 and 2 threads, each pair run a moment apart; and how many cards both read
-# line for line alike.
+# line for line alike. Then face comparison per pair and landmarks per liveness frame (with
+# OPENBLAS_NUM_THREADS=1, `kyc-vision bench-face`), and the resident memory of `kyc-vision serve`
+# with every model loaded and after a card, a comparison and a liveness check.
 #
 #   scripts/vision-bench.sh              10 cards
 #   scripts/vision-bench.sh --cards 30
@@ -79,3 +81,47 @@ for t in (1, 2):
             print(f"        {a['image']}: {len(a['lines'])} vs {len(b['lines'])} lines; first differences: {diff[:2]}")
 print("\nmedian per card; ratio = kyc-vision / reference (target <= 1.0)")
 PY
+
+echo
+echo "== face comparison and landmarks (kyc-vision bench-face, OPENBLAS_NUM_THREADS=1)"
+rounds=5
+[[ $cards -le 3 ]] && rounds=1
+OPENBLAS_NUM_THREADS=1 target/release/kyc-vision bench-face --rounds "$rounds" > "$out/face.json"
+python3 - "$out/face.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"face comparison per pair   {r['compare_ms']:7.1f} ms  (median of {r['pairs']} pairs; target <= 100)")
+print(f"landmarks per frame        {r['landmarks_ms']:7.1f} ms  (median of {r['frames']} frames of {r['frame_size'][0]}x{r['frame_size'][1]}; target <= 60)")
+PY
+
+echo
+echo "== resident memory of kyc-vision serve (1 worker)"
+port=19299
+target/release/kyc-vision serve --listen 127.0.0.1:$port > "$out/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+    curl -fsS "http://127.0.0.1:$port/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+done
+# serve re-executes itself in place (exec, allocator settings): the same process id.
+pid=$serve_pid
+rss() { awk '/^(VmRSS|VmHWM)/{printf "%s %d MiB  ", $1, $2/1024}' "/proc/$pid/status"; }
+echo "loaded:            $(rss)"
+python3 - "$port" "$out" <<'PY'
+import base64, glob, json, sys, urllib.request
+port, out = sys.argv[1], sys.argv[2]
+b64 = lambda p: base64.b64encode(open(p, "rb").read()).decode()
+def post(path, key, body):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json", "X-Api-Key": key})
+    return json.load(urllib.request.urlopen(req, timeout=120))
+card = sorted(glob.glob(f"{out}/cards/*/front.jpg"))[0]
+frames = sorted(glob.glob(f"{out}/cards/liveness/0/blink_*.jpg"))
+post("/v1/idcard/ocr", "ocr-api-key", {"image": b64(card)})
+post("/v1/face/compare", "face-api-key", {"image_a": b64(card), "image_b": b64(frames[0])})
+r = post("/v1/liveness/check", "liveness-api-key", {"action": "blink", "frames": [b64(f) for f in frames]})
+print(f"liveness check on {len(frames)} frames: passed={r['passed']} score={r['score']}")
+PY
+echo "after the calls:   $(rss)   (target: VmRSS <= 400 MiB)"
+

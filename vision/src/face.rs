@@ -129,6 +129,15 @@ impl Comparison {
     }
 }
 
+/// One video frame's face, for liveness ([`FaceEngine::frame`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameFace {
+    /// The 68 landmarks in the frame's pixels (iBUG 300-W order, see [`FaceEngine::landmarks68`]).
+    pub landmarks: Vec<(f32, f32)>,
+    /// The 128-d embedding, when asked for.
+    pub embedding: Option<Vec<f32>>,
+}
+
 /// Which detector produced a face box.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detector {
@@ -313,7 +322,7 @@ impl FaceEngine {
     /// grace_hopper (faces 87 and 181 px, ratio 0.48) → `MultipleFaces(2)`, after the CNN discarded a third,
     /// face-sized HOG box on the mission patch. Cost of the confirmations: 0.3–0.7 s in total here (under load).
     pub fn detect(&self, img: &RgbImage) -> Result<FaceBox, FaceError> {
-        let found = self.locate(img)?;
+        let found = self.locate(img, true)?;
         let s = found.level.scale as f32;
         let r = found.rect;
         Ok(FaceBox {
@@ -327,7 +336,11 @@ impl FaceEngine {
 
     /// The 128-d embedding of the one face of `img` (see [`FaceEngine::detect`] for the one-face rule).
     pub fn embedding(&self, img: &RgbImage) -> Result<Vec<f32>, FaceError> {
-        let found = self.locate(img)?;
+        let found = self.locate(img, true)?;
+        self.embedding_of(&found)
+    }
+
+    fn embedding_of(&self, found: &Located) -> Result<Vec<f32>, FaceError> {
         let landmarks = self
             .predictor5
             .face_landmarks(&found.level.matrix, &found.rect);
@@ -376,7 +389,29 @@ impl FaceEngine {
     /// The 68 landmarks (iBUG 300-W order: jaw 0–16, brows 17–26, nose 27–35, eyes 36–47, mouth 48–67) of the
     /// one face of `img`, as `(x, y)` in the caller's pixels.
     pub fn landmarks68(&self, img: &RgbImage) -> Result<Vec<(f32, f32)>, FaceError> {
-        let found = self.locate(img)?;
+        let found = self.locate(img, true)?;
+        self.landmarks68_of(&found)
+    }
+
+    /// What liveness needs of one video frame: the 68 landmarks of its one face and, when `embed`,
+    /// that face's embedding, from a single detection. Only HOG looks for the face (at 1×, then 2×
+    /// for small frames): the CNN fallback costs seconds per frame, and a frame HOG cannot see a
+    /// frontal-enough face in is one liveness does without.
+    pub fn frame(&self, img: &RgbImage, embed: bool) -> Result<FrameFace, FaceError> {
+        let found = self.locate(img, false)?;
+        let landmarks = self.landmarks68_of(&found)?;
+        let embedding = if embed {
+            Some(self.embedding_of(&found)?)
+        } else {
+            None
+        };
+        Ok(FrameFace {
+            landmarks,
+            embedding,
+        })
+    }
+
+    fn landmarks68_of(&self, found: &Located) -> Result<Vec<(f32, f32)>, FaceError> {
         let landmarks = self
             .predictor68
             .face_landmarks(&found.level.matrix, &found.rect);
@@ -396,8 +431,9 @@ impl FaceEngine {
             .collect())
     }
 
-    /// The detection ladder and the one-face rule (see [`FaceEngine::detect`]).
-    fn locate(&self, img: &RgbImage) -> Result<Located, FaceError> {
+    /// The detection ladder and the one-face rule (see [`FaceEngine::detect`]); without `cnn` the
+    /// ladder stops after HOG.
+    fn locate(&self, img: &RgbImage, cnn: bool) -> Result<Located, FaceError> {
         let work = working_image(img).ok_or(FaceError::NoFace)?;
         let base_scale = f64::from(img.width()) / f64::from(work.width());
 
@@ -446,6 +482,9 @@ impl FaceEngine {
             });
         }
 
+        if !cnn {
+            return Err(FaceError::NoFace);
+        }
         // 3. CNN on the working image resized to CNN_SIDE.
         let cnn_img = resize_longer_to(&work, CNN_SIDE);
         let cnn_level = Level {

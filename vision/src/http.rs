@@ -1,5 +1,5 @@
 //! Routes of the vendor contract that kyc-vision serves: `POST /v1/idcard/ocr` (front and back),
-//! `POST /v1/face/compare`, `GET /health`, `GET /ready`. The API key, body limit and error body are the contract's, as
+//! `POST /v1/face/compare`, `POST /v1/liveness/check`, `GET /health`, `GET /ready`. The API key, body limit and error body are the contract's, as
 //! `kyc-sandbox` serves them; the work runs on the [`Pool`].
 
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use serde::Serialize;
 
 use crate::face::FaceError;
 use crate::imaging::{self, DecodeLimits, ImageError};
+use crate::liveness::{self, Action};
 use crate::pool::{Pool, PoolError};
 use crate::reader::{self, ReadError};
 
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/idcard/ocr", post(ocr))
         .route("/v1/face/compare", post(face))
+        .route("/v1/liveness/check", post(liveness))
         .route(
             "/health",
             get(|| async { Json(serde_json::json!({"status": "ok"})) }),
@@ -218,18 +220,86 @@ async fn face(
                     .map_err(|e| image_error("image_a", e))?;
                 let b = imaging::decode_base64(&req.image_b, limits)
                     .map_err(|e| image_error("image_b", e))?;
-                let one = |field: &'static str, e: FaceError| match e {
-                    FaceError::NoFace => VisionError::NoFaceFound(field),
-                    FaceError::MultipleFaces(n) => VisionError::MultipleFaces(field, n),
-                    FaceError::Model { .. } => VisionError::Internal,
-                };
-                let ea = m.face.embedding(&a).map_err(|e| one("image_a", e))?;
-                let eb = m.face.embedding(&b).map_err(|e| one("image_b", e))?;
+                let ea = m.face.embedding(&a).map_err(|e| face_error("image_a", e))?;
+                let eb = m.face.embedding(&b).map_err(|e| face_error("image_b", e))?;
                 let distance = crate::face::distance(&ea, &eb);
                 Ok(serde_json::json!({
                     "request_id": uuid::Uuid::new_v4(),
                     "score": (crate::face::score(distance) * 10_000.0).round() / 10_000.0,
                     "distance": (distance * 10_000.0).round() / 10_000.0,
+                }))
+            })
+            .await
+            .map_err(pool_error)?
+    })
+    .await
+}
+
+/// `POST /v1/liveness/check`: the contract's body, plus kyc-vision's optional `reference` (the ID
+/// card's portrait, or the card itself) that the frames' person must match.
+#[derive(serde::Deserialize)]
+struct LivenessBody {
+    action: Action,
+    frames: Vec<String>,
+    #[serde(default)]
+    reference: Option<String>,
+}
+
+fn face_error(field: &'static str, e: FaceError) -> VisionError {
+    match e {
+        FaceError::NoFace => VisionError::NoFaceFound(field),
+        FaceError::MultipleFaces(n) => VisionError::MultipleFaces(field, n),
+        FaceError::Model { .. } => VisionError::Internal,
+    }
+}
+
+async fn liveness(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    answer("liveness", async move {
+        let req: LivenessBody = parse(&s, &headers, body)?;
+        if !(liveness::MIN_FRAMES..=liveness::MAX_FRAMES).contains(&req.frames.len()) {
+            return Err(VisionError::BadRequest(format!(
+                "frames: {} given, {} to {} expected",
+                req.frames.len(),
+                liveness::MIN_FRAMES,
+                liveness::MAX_FRAMES
+            )));
+        }
+        let limits = s.limits;
+        s.pool
+            .run(move |m| -> Result<serde_json::Value, VisionError> {
+                let frames = req
+                    .frames
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        imaging::decode_base64(f, limits)
+                            .map_err(|e| image_error(&format!("frames[{i}]"), e))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let reference = match &req.reference {
+                    Some(r) => {
+                        let img = imaging::decode_base64(r, limits)
+                            .map_err(|e| image_error("reference", e))?;
+                        Some(
+                            m.face
+                                .embedding(&img)
+                                .map_err(|e| face_error("reference", e))?,
+                        )
+                    }
+                    None => None,
+                };
+                let o = liveness::check(&m.face, &frames, req.action, reference.as_deref())
+                    .map_err(|_| VisionError::Internal)?;
+                Ok(serde_json::json!({
+                    "request_id": uuid::Uuid::new_v4(),
+                    "passed": o.passed,
+                    "score": o.score,
+                    "reason": o.reason,
+                    "signals": o.signals,
                 }))
             })
             .await

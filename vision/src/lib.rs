@@ -11,6 +11,7 @@
 //! - [`ocr`]: the engine (detection, direction, recognition) as the Python reference does it.
 //! - [`card`]: rows and labels to fields, GB 11643 cross-checks, quality flags.
 //! - [`face`]: face detection (HOG, then CNN), dlib embeddings, the calibrated score, landmarks.
+//! - [`liveness`]: the asked action, one person throughout and replays, from the 68 landmarks.
 //! - [`reader`]: an image to the contract's answer; [`fixtures`]: generated identities on
 //!   rendered cards with real portraits, and the degradations the accuracy test reads through.
 
@@ -19,6 +20,7 @@ pub mod face;
 pub mod fixtures;
 pub mod http;
 pub mod imaging;
+pub mod liveness;
 pub mod models;
 pub mod ocr;
 pub mod pool;

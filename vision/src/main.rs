@@ -24,7 +24,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:9200")]
         listen: std::net::SocketAddr,
-        /// An accepted X-Api-Key (repeatable). Default: the seed's ocr-api-key and face-api-key.
+        /// An accepted X-Api-Key (repeatable). Default: the seed's ocr-api-key, face-api-key and
+        /// liveness-api-key.
         #[arg(long = "api-key", value_name = "KEY")]
         api_keys: Vec<String>,
         /// Inference workers, each with its own models.
@@ -54,6 +55,14 @@ enum Command {
         #[arg(long)]
         rows: bool,
     },
+    /// Time face comparison per pair (each portrait against the other and against its own
+    /// mirrored crop) and the landmarks of each liveness frame (detection and the 68-point
+    /// predictor), on the installed portraits; print the medians as JSON.
+    BenchFace {
+        /// Rounds over the pairs and frames.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
     /// Time the OCR on images (one warm-up read, then each image once) and print, as JSON, the
     /// milliseconds per image and every image's lines: what scripts/vision-bench.sh compares
     /// with the Python reference.
@@ -62,10 +71,20 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         threads: usize,
     },
-    /// Render cards for generated identities (front, back, degraded fronts, truth.json).
+    /// Render cards for generated identities (front, back, degraded fronts, truth.json) and
+    /// each portrait's liveness sequences (liveness/<portrait>/<action>_<i>.jpg, still_<i>.jpg); with
+    /// --name and --id, the demo files of that person instead (idcard.jpg, idcard_photocopy.jpg,
+    /// idcard_back.jpg, face.jpg, face_other.jpg, README.txt: kyc-sandbox's names).
     Fixtures {
         #[arg(long, default_value = "fixtures/vision")]
         out: PathBuf,
+        /// The person's name, as the card prints it (with --id).
+        #[arg(long, requires = "id", conflicts_with_all = ["count", "seed"])]
+        name: Option<String>,
+        /// The person's 18-character resident ID number (GB 11643); sex and birth date are
+        /// taken from it (with --name).
+        #[arg(long = "id", value_name = "ID_NUMBER", requires = "name")]
+        id: Option<String>,
         #[arg(long, default_value_t = 50)]
         count: u64,
         #[arg(long, default_value_t = 2026)]
@@ -144,7 +163,10 @@ fn main() -> anyhow::Result<()> {
             };
             tracing::info!(?config, ms = started.elapsed().as_millis() as u64, models = %dir.display(), "models loaded");
             let api_keys = if api_keys.is_empty() {
-                vec!["ocr-api-key".to_owned(), "face-api-key".to_owned()]
+                kyc_sandbox::app::SEED_API_KEYS
+                    .iter()
+                    .map(|k| (*k).to_owned())
+                    .collect()
             } else {
                 api_keys
             };
@@ -196,6 +218,59 @@ fn main() -> anyhow::Result<()> {
             eprintln!("read in {} ms", started.elapsed().as_millis());
             println!("{answer}");
         }
+        Command::BenchFace { rounds } => {
+            let engine = kyc_vision::face::FaceEngine::load(&dir)?;
+            let photos = kyc_vision::fixtures::photographs(&dir)?;
+            let selfie = |p: &image::RgbImage| {
+                let (w, h) = p.dimensions();
+                image::imageops::flip_horizontal(
+                    &image::imageops::crop_imm(p, w / 10, h / 10, w * 8 / 10, h * 8 / 10)
+                        .to_image(),
+                )
+            };
+            let pairs = [
+                (photos[0].clone(), photos[1].clone()),
+                (photos[0].clone(), selfie(&photos[0])),
+                (photos[1].clone(), selfie(&photos[1])),
+            ];
+            let mut frames = Vec::new();
+            for p in &photos {
+                let rest = engine.frame(p, false)?;
+                for a in kyc_vision::liveness::Action::ALL {
+                    frames.extend(kyc_vision::fixtures::acting::sequence(
+                        p,
+                        &rest.landmarks,
+                        a,
+                    ));
+                }
+            }
+            engine.compare(&pairs[0].0, &pairs[0].1)?; // warm-up
+            let median = |mut v: Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let (mut compare, mut landmarks) = (Vec::new(), Vec::new());
+            for _ in 0..rounds.max(1) {
+                for (a, b) in &pairs {
+                    let started = std::time::Instant::now();
+                    engine.compare(a, b)?;
+                    compare.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+                for f in &frames {
+                    let started = std::time::Instant::now();
+                    engine.frame(f, false)?;
+                    landmarks.push(started.elapsed().as_secs_f64() * 1000.0);
+                }
+            }
+            println!(
+                "{}",
+                serde_json::json!({
+                    "compare_ms": median(compare), "pairs": pairs.len(),
+                    "landmarks_ms": median(landmarks), "frames": frames.len(),
+                    "frame_size": [photos[0].width(), photos[0].height()],
+                })
+            );
+        }
         Command::Bench { images, threads } => {
             kyc_vision::models::verify(&dir, &kyc_vision::models::OCR_FILES)?;
             let mut engine = kyc_vision::ocr::Engine::load(&dir, threads)?;
@@ -222,16 +297,41 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Fixtures {
             out,
+            name: Some(name),
+            id: Some(id),
+            font,
+            ..
+        } => {
+            let person = match kyc_vision::fixtures::Identity::for_person(&name, &id) {
+                Ok(person) => person,
+                Err(e) => {
+                    eprintln!("kyc-vision: {e}");
+                    std::process::exit(2);
+                }
+            };
+            let font = kyc_vision::fixtures::CardFont::open(&font)?;
+            let photos = kyc_vision::fixtures::photographs(&dir)?;
+            let demo = kyc_vision::fixtures::demo::demo(&person, &font, &photos[0], &photos[1]);
+            for path in demo.write(&out)? {
+                println!("{}", path.display());
+            }
+        }
+        Command::Fixtures {
+            out,
             count,
             seed,
             font,
+            ..
         } => {
             let font = kyc_vision::fixtures::CardFont::open(&font)?;
             let photos = kyc_vision::fixtures::photographs(&dir)?;
-            let files = kyc_vision::fixtures::write(&out, count, seed, &font, &photos, |n| {
+            let mut files = kyc_vision::fixtures::write(&out, count, seed, &font, &photos, |n| {
                 eprint!("\r{n}/{count} identities");
             })?;
-            eprintln!("\nwrote {} files to {}", files.len(), out.display());
+            eprintln!("\nliveness sequences of the {} portraits", photos.len());
+            let engine = kyc_vision::face::FaceEngine::load(&dir)?;
+            files.extend(kyc_vision::fixtures::acting::write(&out, &engine, &photos)?);
+            eprintln!("wrote {} files to {}", files.len(), out.display());
         }
     }
     Ok(())

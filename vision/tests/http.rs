@@ -20,7 +20,11 @@ async fn serve(config: PoolConfig) -> String {
     let pool = Pool::start(&dir, config).expect("models load");
     let state = AppState {
         pool,
-        api_keys: Arc::new(vec!["ocr-api-key".to_owned(), "face-api-key".to_owned()]),
+        api_keys: Arc::new(vec![
+            "ocr-api-key".to_owned(),
+            "face-api-key".to_owned(),
+            "liveness-api-key".to_owned(),
+        ]),
         limits: DecodeLimits::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -138,7 +142,7 @@ async fn a_card_is_read_and_every_refusal_has_its_code() {
     let body = json!({"image": b64_jpeg(&front)});
     let (status, _, v) = post(&base, None, body.clone()).await;
     assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"));
-    let (status, _, v) = post(&base, Some("liveness-api-key"), body).await;
+    let (status, _, v) = post(&base, Some("not-a-key"), body).await;
     assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"));
 
     let (status, _, v) = post(&base, Some("ocr-api-key"), json!({"image": "%%%"})).await;
@@ -321,4 +325,96 @@ async fn faces_compare_the_card_portrait_with_selfies_and_refuse_no_face_or_seve
 
     let (status, _, v) = call(&url, Some("ocr-api-key-wrong"), json!({})).await;
     assert_eq!((status, code(&v)), (401, "UNAUTHORIZED"), "{v}");
+}
+
+#[tokio::test]
+async fn liveness_judges_the_action_the_person_and_replays_over_http() {
+    let base = serve(PoolConfig::default()).await;
+    let url = format!("{base}/v1/liveness/check");
+    let dir = models::dir(None);
+    let photos = fixtures::photographs(&dir).expect("photographs");
+    let engine = kyc_vision::face::FaceEngine::load(&dir).expect("face models");
+    let rest = engine.frame(&photos[0], false).expect("one face");
+    let blink: Vec<String> = fixtures::acting::sequence(
+        &photos[0],
+        &rest.landmarks,
+        kyc_vision::liveness::Action::Blink,
+    )
+    .iter()
+    .map(b64_jpeg)
+    .collect();
+    let key = Some("liveness-api-key");
+
+    let (status, _, v) = call(&url, key, json!({"action": "blink", "frames": blink})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["passed"], true, "{v}");
+    assert!(v["score"].as_f64().is_some_and(|s| s >= 0.5), "{v}");
+    assert!(v["reason"].is_null(), "{v}");
+    assert!(v["request_id"].is_string(), "{v}");
+
+    // The card's portrait as the reference: the same person passes, another fails.
+    let (_, _, v) = call(
+        &url,
+        key,
+        json!({"action": "blink", "frames": blink, "reference": b64_jpeg(&photos[0])}),
+    )
+    .await;
+    assert_eq!(v["passed"], true, "{v}");
+    let (_, _, v) = call(
+        &url,
+        key,
+        json!({"action": "blink", "frames": blink, "reference": b64_jpeg(&photos[1])}),
+    )
+    .await;
+    assert_eq!(
+        (v["passed"].as_bool(), v["reason"].as_str()),
+        (Some(false), Some("FACE_MISMATCH")),
+        "{v}"
+    );
+
+    // The asked action is not what the frames show; the same frame four times is a replay.
+    let (_, _, v) = call(&url, key, json!({"action": "turn_left", "frames": blink})).await;
+    assert_eq!(v["reason"], "ACTION_NOT_DETECTED", "{v}");
+    let still = vec![blink[0].clone(); 4];
+    let (_, _, v) = call(&url, key, json!({"action": "blink", "frames": still})).await;
+    assert_eq!(
+        (v["passed"].as_bool(), v["reason"].as_str()),
+        (Some(false), Some("STATIC_FRAMES")),
+        "{v}"
+    );
+
+    // Refusals: one frame, an unknown action, a reference without a face, a frame that is not an image.
+    let (status, _, v) = call(&url, key, json!({"action": "blink", "frames": [blink[0]]})).await;
+    assert_eq!((status, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let (status, _, v) = call(&url, key, json!({"action": "wink", "frames": blink})).await;
+    assert_eq!((status, code(&v)), (400, "BAD_REQUEST"), "{v}");
+    let grey = b64_jpeg(&RgbImage::from_pixel(64, 64, image::Rgb([128, 128, 128])));
+    let (status, _, v) = call(
+        &url,
+        key,
+        json!({"action": "blink", "frames": blink, "reference": grey}),
+    )
+    .await;
+    assert_eq!((status, code(&v)), (422, "NO_FACE_FOUND"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("reference")),
+        "{v}"
+    );
+    let (status, _, v) = call(
+        &url,
+        key,
+        json!({"action": "blink", "frames": [blink[0], "not base64!"]}),
+    )
+    .await;
+    assert_eq!((status, code(&v)), (400, "INVALID_IMAGE"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("frames[1]")),
+        "{v}"
+    );
+    let (status, _, _) = call(&url, None, json!({"action": "blink", "frames": blink})).await;
+    assert_eq!(status, 401);
 }

@@ -1,8 +1,9 @@
 //! The gateway test harness, shared by `gateway.rs` and `browser.rs`: the edge with the built
 //! `.wasm` filters (`scripts/build-filters.sh` → `target/filters`) and the shipped
 //! `declarative/kong.yaml`, in front of the real kyc-service (its own PostgreSQL database and Redis
-//! prefix) and the vendor sandbox. A small echo upstream stands beside the service where a test
-//! must see what the upstream received (identity headers, WebSocket frames).
+//! prefix) and the vendor sandbox (or, for some vendors, another vendor: `vision.rs` starts
+//! kyc-vision). A small echo upstream stands beside the service where a test must see what the
+//! upstream received (identity headers, WebSocket frames).
 
 #![allow(dead_code)]
 
@@ -200,8 +201,21 @@ impl Stack {
     }
 
     pub async fn start_with_filters(kong_conf: KongConf, filters: PathBuf) -> Self {
+        Self::start_with_vendors(kong_conf, filters, &[]).await
+    }
+
+    /// The stack with some of the service's vendors elsewhere: each `KYC__THIRD_PARTY__…__URL`
+    /// in `vendors` replaces the sandbox's (which still runs, as `scripts/run.sh` keeps it).
+    pub async fn start_with_vendors(
+        kong_conf: KongConf,
+        filters: PathBuf,
+        vendors: &[(&'static str, String)],
+    ) -> Self {
         let sandbox = Sandbox::start().await;
-        let app = TestApp::spawn_with(&sandbox.vendor_overrides()).await;
+        let mut overrides = sandbox.vendor_overrides();
+        overrides.retain(|(key, _)| vendors.iter().all(|(k, _)| k != key));
+        overrides.extend(vendors.iter().cloned());
+        let app = TestApp::spawn_with(&overrides).await;
         let decl = declarative(app.addr, echo_upstream().await, ws_upstream().await);
         let path = std::env::temp_dir().join(format!("kyc-edge-{}.json", uuid::Uuid::new_v4()));
         let access_log = path.with_extension("access.log");
