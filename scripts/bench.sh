@@ -56,11 +56,12 @@ fi
 
 bash scripts/build-filters.sh
 if [ -n "$quick" ]; then
-  # Quick mode says nothing about speed, so it reuses the debug build the tests made.
+  # Quick mode says nothing about speed, so it reuses the debug build the tests made: the same
+  # command, since a subset of packages would resolve other dependency features and rebuild them.
   echo "[bench] building (debug: --quick measures nothing)"
-  cargo build -p kyc-service -p kyc-sandbox -p kyc-edge -p kyc-bench
+  cargo build --workspace --all-targets
   echo "[bench] figure 3: criterion, each filter through the edge's host (--quick)"
-  cargo bench --profile dev -p kyc-edge --bench filters -- --quick
+  cargo bench --profile dev --workspace --bench filters -- --quick
   bin_dir=target/debug
 else
   echo "[bench] building (release)"

@@ -14,5 +14,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh >/dev/null
 command -v redis-server >/dev/null || { echo "chaos.sh: redis-server is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 bash scripts/build-filters.sh
-cargo build --quiet -p kyc-service -p kyc-edge -p kyc-sandbox -p kyc-chaos
+# The tests' own build (every target of the workspace): a subset of packages would resolve other
+# dependency features and rebuild them, so after scripts/test.sh (as in CI) nothing is rebuilt.
+cargo build --quiet --workspace --all-targets
 exec target/debug/kyc-chaos "$@"

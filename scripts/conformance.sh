@@ -62,15 +62,15 @@ if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -q " $SCHEMATHESIS_VE
 fi
 
 # --- the binaries -----------------------------------------------------------------------------
-# The packages of scripts/bench.sh's build: the same set resolves the same dependency features, so
-# after it (as in CI) nothing is rebuilt.
+# The builds of scripts/bench.sh: the same commands resolve the same dependency features, so after
+# it (as in CI) nothing is rebuilt. The debug build is the tests' own (every target).
 bash scripts/build-filters.sh >/dev/null
 say "building kyc-service, kyc-sandbox and kyc-edge ($profile)"
 packages=(-p kyc-service -p kyc-sandbox -p kyc-edge -p kyc-bench)
 if [ "$profile" = release ]; then
   cargo build --release "${packages[@]}"
 else
-  cargo build "${packages[@]}"
+  cargo build --workspace --all-targets
 fi
 bin=target/$profile
 
