@@ -92,6 +92,7 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"face comparison per pair   {r['compare_ms']:7.1f} ms  (median of {r['pairs']} pairs; target <= 100)")
 print(f"landmarks per frame        {r['landmarks_ms']:7.1f} ms  (median of {r['frames']} frames of {r['frame_size'][0]}x{r['frame_size'][1]}; target <= 60)")
+print(f"  the same frames at 320x240 {r['landmarks_320x240_ms']:5.1f} ms  (the liveness page's frame size, web/liveness.js)")
 PY
 
 echo
