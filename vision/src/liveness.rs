@@ -182,14 +182,14 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     })
 }
 
-/// The largest displacement of any landmark from its place in the first frame, in the first
-/// frame's inter-ocular distances.
+/// The largest displacement of any landmark from its place in the first frame, in `unit`s (the
+/// first frame's inter-ocular distance).
 #[must_use]
-pub fn motion(landmarks: &[Vec<Point>]) -> f64 {
+pub fn motion(landmarks: &[Vec<Point>], unit: f64) -> f64 {
     let Some(first) = landmarks.first() else {
         return 0.0;
     };
-    let unit = Measures::of(first).eye_distance.max(1.0);
+    let unit = unit.max(1.0);
     landmarks
         .iter()
         .flat_map(|l| {
@@ -287,7 +287,7 @@ pub fn check(
         }
     }
     let measures: Vec<Measures> = landmarks.iter().map(|l| Measures::of(l)).collect();
-    signals.motion = motion(&landmarks);
+    signals.motion = motion(&landmarks, measures[0].eye_distance);
     signals.ear = range(measures.iter().map(|m| m.ear));
     signals.mar = range(measures.iter().map(|m| m.mar));
     signals.yaw = range(measures.iter().map(|m| m.yaw));

@@ -221,13 +221,7 @@ fn main() -> anyhow::Result<()> {
         Command::BenchFace { rounds } => {
             let engine = kyc_vision::face::FaceEngine::load(&dir)?;
             let photos = kyc_vision::fixtures::photographs(&dir)?;
-            let selfie = |p: &image::RgbImage| {
-                let (w, h) = p.dimensions();
-                image::imageops::flip_horizontal(
-                    &image::imageops::crop_imm(p, w / 10, h / 10, w * 8 / 10, h * 8 / 10)
-                        .to_image(),
-                )
-            };
+            let selfie = kyc_vision::fixtures::demo::selfie;
             let pairs = [
                 (photos[0].clone(), photos[1].clone()),
                 (photos[0].clone(), selfie(&photos[0])),

@@ -20,11 +20,7 @@ async fn serve(config: PoolConfig) -> String {
     let pool = Pool::start(&dir, config).expect("models load");
     let state = AppState {
         pool,
-        api_keys: Arc::new(vec![
-            "ocr-api-key".to_owned(),
-            "face-api-key".to_owned(),
-            "liveness-api-key".to_owned(),
-        ]),
+        api_keys: Arc::new(kyc_sandbox::app::SEED_API_KEYS.map(str::to_owned).to_vec()),
         limits: DecodeLimits::default(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -42,11 +42,7 @@ impl Vision {
         .expect("model loading");
         let state = AppState {
             pool,
-            api_keys: Arc::new(
-                ["ocr-api-key", "face-api-key", "liveness-api-key"]
-                    .map(str::to_owned)
-                    .to_vec(),
-            ),
+            api_keys: Arc::new(kyc_sandbox::app::SEED_API_KEYS.map(str::to_owned).to_vec()),
             limits: DecodeLimits::default(),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
