@@ -218,8 +218,12 @@ pub struct FaceEngine {
     hog: FaceDetector,
     cnn: FaceDetectorCnn,
     predictor5: LandmarkPredictor,
-    predictor68: LandmarkPredictor,
+    /// `None` only in a [`FaceEngine::second`] engine, which never computes landmarks.
+    predictor68: Option<LandmarkPredictor>,
     encoder: FaceEncoderNetwork,
+    /// A second detector, aligner and encoder (no 68-point predictor: ~35 MB of models instead of
+    /// ~132 MB) for [`FaceEngine::embeddings`] to read the second image of a pair on a second thread.
+    second: Option<Box<FaceEngine>>,
 }
 
 // Compile-time proof of the threading contract stated above.
@@ -248,13 +252,34 @@ impl FaceEngine {
     /// Checks that each shape predictor yields the number of points its name promises (5 and 68), so that
     /// swapped files are reported here rather than misbehaving later.
     pub fn load(models_dir: &Path) -> Result<Self, FaceError> {
+        Self::load_threads(models_dir, 1)
+    }
+
+    /// [`FaceEngine::load`], and with `threads >= 2` also a second detector and encoder so that
+    /// [`FaceEngine::embeddings`] reads the two images of a pair at once (the pool's per-worker
+    /// `threads`, as for ONNX Runtime).
+    pub fn load_threads(models_dir: &Path, threads: usize) -> Result<Self, FaceError> {
+        let mut engine = Self::load_parts(models_dir, true)?;
+        if threads >= 2 {
+            engine.second = Some(Box::new(Self::load_parts(models_dir, false)?));
+        }
+        Ok(engine)
+    }
+
+    fn load_parts(models_dir: &Path, landmarks68: bool) -> Result<Self, FaceError> {
         let dir = models_dir.join("dlib");
         let cnn = FaceDetectorCnn::open(checked_path(&dir, CNN_DETECTOR_FILE)?)
             .map_err(|reason| model_error(&dir, CNN_DETECTOR_FILE, reason))?;
         let predictor5 = LandmarkPredictor::open(checked_path(&dir, PREDICTOR5_FILE)?)
             .map_err(|reason| model_error(&dir, PREDICTOR5_FILE, reason))?;
-        let predictor68 = LandmarkPredictor::open(checked_path(&dir, PREDICTOR68_FILE)?)
-            .map_err(|reason| model_error(&dir, PREDICTOR68_FILE, reason))?;
+        let predictor68 = if landmarks68 {
+            Some(
+                LandmarkPredictor::open(checked_path(&dir, PREDICTOR68_FILE)?)
+                    .map_err(|reason| model_error(&dir, PREDICTOR68_FILE, reason))?,
+            )
+        } else {
+            None
+        };
         let encoder = FaceEncoderNetwork::open(checked_path(&dir, ENCODER_FILE)?)
             .map_err(|reason| model_error(&dir, ENCODER_FILE, reason))?;
 
@@ -270,10 +295,11 @@ impl FaceEngine {
             right: 56,
             bottom: 56,
         };
-        for (predictor, file, parts) in [
-            (&predictor5, PREDICTOR5_FILE, 5),
-            (&predictor68, PREDICTOR68_FILE, 68),
-        ] {
+        let predictors = [
+            Some((&predictor5, PREDICTOR5_FILE, 5)),
+            predictor68.as_ref().map(|p| (p, PREDICTOR68_FILE, 68)),
+        ];
+        for (predictor, file, parts) in predictors.into_iter().flatten() {
             let got = predictor.face_landmarks(&probe, &rect).len();
             if got != parts {
                 return Err(model_error(
@@ -290,6 +316,7 @@ impl FaceEngine {
             predictor5,
             predictor68,
             encoder,
+            second: None,
         })
     }
 
@@ -375,7 +402,32 @@ impl FaceEngine {
         }
     }
 
-    /// Compares the one face of `a` with the one face of `b`.
+    /// The embeddings of the one face of `a` and of `b`: at once on two threads when the engine was
+    /// loaded with [`FaceEngine::load_threads`]`(_, 2+)`, else one after the other. Each result is
+    /// what [`FaceEngine::embedding`] gives for that image, so a caller can say which image failed.
+    pub fn embeddings(
+        &mut self,
+        a: &RgbImage,
+        b: &RgbImage,
+    ) -> (Result<Vec<f32>, FaceError>, Result<Vec<f32>, FaceError>) {
+        let Some(mut second) = self.second.take() else {
+            return (self.embedding(a), self.embedding(b));
+        };
+        let (ea, eb) = std::thread::scope(|s| {
+            let helper = &mut *second;
+            let other = s.spawn(move || helper.embedding(b));
+            let ea = self.embedding(a);
+            (ea, other.join())
+        });
+        self.second = Some(second);
+        match eb {
+            Ok(eb) => (ea, eb),
+            // dlib's C++ does not unwind into Rust; a panic here is a bug on this side: re-raise it
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+
+    /// Compares the one face of `a` with the one face of `b`, on this thread.
     pub fn compare(&self, a: &RgbImage, b: &RgbImage) -> Result<Comparison, FaceError> {
         let ea = self.embedding(a)?;
         let eb = self.embedding(b)?;
@@ -412,9 +464,13 @@ impl FaceEngine {
     }
 
     fn landmarks68_of(&self, found: &Located) -> Result<Vec<(f32, f32)>, FaceError> {
-        let landmarks = self
-            .predictor68
-            .face_landmarks(&found.level.matrix, &found.rect);
+        let Some(predictor68) = &self.predictor68 else {
+            return Err(FaceError::Model {
+                file: PREDICTOR68_FILE.to_string(),
+                reason: "not loaded in this engine".to_string(),
+            });
+        };
+        let landmarks = predictor68.face_landmarks(&found.level.matrix, &found.rect);
         if landmarks.len() != 68 {
             return Err(FaceError::Model {
                 file: PREDICTOR68_FILE.to_string(),
@@ -1116,6 +1172,41 @@ mod tests {
             );
             assert!(mean_dev < 3.0);
         });
+    }
+
+    /// `embeddings` with a second engine reads each image on its own thread and gives what
+    /// `embedding` gives for it, in the caller's order, and says which image failed.
+    #[test]
+    fn embeddings_on_two_threads_match_one_thread_and_keep_the_order() {
+        let mut two = FaceEngine::load_threads(&models_dir(), 2).expect("load");
+        assert!(two.second.is_some());
+        assert!(
+            FaceEngine::load(&models_dir())
+                .expect("load")
+                .second
+                .is_none()
+        );
+        let a = photo("astronaut");
+        let g = photo("grace_hopper");
+        let (ea, eg) = two.embeddings(&a, &g);
+        let (ea, eg) = (ea.expect("astronaut"), eg.expect("grace_hopper"));
+        with_engine(|one| {
+            assert_eq!(ea, one.embedding(&a).expect("astronaut"));
+            assert_eq!(eg, one.embedding(&g).expect("grace_hopper"));
+        });
+        // swapped arguments, swapped answers (and the second engine is back after each call)
+        let (eg2, ea2) = two.embeddings(&g, &a);
+        assert_eq!((eg2.expect("g"), ea2.expect("a")), (eg, ea));
+        let blank = RgbImage::from_pixel(256, 256, image::Rgb([200, 200, 200]));
+        let (first, second) = two.embeddings(&blank, &a);
+        assert_eq!(first, Err(FaceError::NoFace));
+        assert!(second.is_ok());
+        let (first, second) = two.embeddings(&a, &blank);
+        assert!(first.is_ok());
+        assert_eq!(second, Err(FaceError::NoFace));
+        assert!(two.second.is_some());
+        // the second engine has no 68-point predictor; the first one still answers landmarks
+        assert!(two.landmarks68(&a).is_ok());
     }
 
     /// Timings; run with `cargo test --release -- --ignored timings --nocapture`.

@@ -220,8 +220,9 @@ async fn face(
                     .map_err(|e| image_error("image_a", e))?;
                 let b = imaging::decode_base64(&req.image_b, limits)
                     .map_err(|e| image_error("image_b", e))?;
-                let ea = m.face.embedding(&a).map_err(|e| face_error("image_a", e))?;
-                let eb = m.face.embedding(&b).map_err(|e| face_error("image_b", e))?;
+                let (ea, eb) = m.face.embeddings(&a, &b);
+                let ea = ea.map_err(|e| face_error("image_a", e))?;
+                let eb = eb.map_err(|e| face_error("image_b", e))?;
                 let distance = crate::face::distance(&ea, &eb);
                 Ok(serde_json::json!({
                     "request_id": uuid::Uuid::new_v4(),

@@ -36,7 +36,8 @@ pub enum PoolError {
 pub struct PoolConfig {
     /// Worker threads, each with its own models.
     pub workers: usize,
-    /// ONNX Runtime intra-op threads per model.
+    /// Threads one job may use: ONNX Runtime's intra-op threads per model, and with 2 or more a
+    /// face comparison reads its two images at once (a second face detector and encoder per worker).
     pub threads: usize,
     /// Jobs waiting beyond those running.
     pub queue: usize,
@@ -72,7 +73,7 @@ impl Pool {
         let (tx, rx) = sync_channel::<Job>(workers + config.queue);
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..workers {
-            let face = FaceEngine::load(dir).map_err(|e| match e {
+            let face = FaceEngine::load_threads(dir, config.threads).map_err(|e| match e {
                 FaceError::Model { file, reason } => ModelError::Load { file, reason },
                 other => ModelError::Load {
                     file: "dlib models".into(),
