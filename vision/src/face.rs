@@ -415,9 +415,14 @@ impl FaceEngine {
         };
         let (ea, eb) = std::thread::scope(|s| {
             let helper = &mut *second;
-            let other = s.spawn(move || helper.embedding(b));
-            let ea = self.embedding(a);
-            (ea, other.join())
+            match std::thread::Builder::new()
+                .name("face-pair".into())
+                .spawn_scoped(s, move || helper.embedding(b))
+            {
+                Ok(other) => (self.embedding(a), other.join()),
+                // no thread to be had (the process is at its limit): one after the other
+                Err(_) => (self.embedding(a), Ok(self.embedding(b))),
+            }
         });
         self.second = Some(second);
         match eb {
