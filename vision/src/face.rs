@@ -27,8 +27,11 @@
 //! thread is fine); never share one engine between threads, not even behind `Arc` (the compiler refuses it).
 //! Loading one engine reads ~132 MB of model files (1.3–2.4 s here); a test process holding one engine
 //! measured VmRSS 118 MB.
-//! OpenBLAS (pthread build) starts its own threads for each large matrix product; with several workers on a
-//! small machine set `OPENBLAS_NUM_THREADS=1` so the workers do not oversubscribe the cores.
+//! An engine loaded with [`FaceEngine::load_threads`]`(_, 2+)` owns a second detector and encoder, which
+//! [`FaceEngine::embeddings`] lends to a scoped thread for the second image of a pair; the two threads never
+//! touch the same dlib object.
+//! OpenBLAS (pthread build) starts its own threads for each large matrix product; `kyc-vision serve` sets
+//! `OPENBLAS_NUM_THREADS=1` (unless set) so that workers and pairs do not oversubscribe the cores.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -218,7 +221,7 @@ pub struct FaceEngine {
     hog: FaceDetector,
     cnn: FaceDetectorCnn,
     predictor5: LandmarkPredictor,
-    /// `None` only in a [`FaceEngine::second`] engine, which never computes landmarks.
+    /// `None` only in the `second` engine below, which never computes landmarks.
     predictor68: Option<LandmarkPredictor>,
     encoder: FaceEncoderNetwork,
     /// A second detector, aligner and encoder (no 68-point predictor: ~35 MB of models instead of
